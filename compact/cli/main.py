@@ -1,0 +1,63 @@
+"""The `compact` command line. Commands are thin: parse, build a config, call the library, print a summary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from compact.errors import CompactError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+class CompactGroup(click.Group):
+    """Turns user errors (CompactError) into one line and a non-zero exit, without a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CompactError as e:
+            raise click.ClickException(" ".join(str(e).split())) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted; re-run the same command to resume", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=CompactGroup, context_settings=CONTEXT)
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="compact-clip")
+def cli(verbose: int) -> None:
+    """compact: small multilingual CLIP models, from teacher to device, checked per language.
+
+    \b
+    Built so far:
+      compact reference build   generate the reference benchmark and train its teacher
+      compact reference eval    evaluate the reference teacher per language
+      compact eval MODEL        evaluate any CLIP (HF, open_clip, compact folder, your own) per language
+      compact teachers          list the teacher adapters
+    Not built yet: distill, prune, quantize, export, bench, run.
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    from compact.cli import eval as eval_cmd
+    from compact.cli import reference, teachers
+
+    cli.add_command(reference.reference)
+    cli.add_command(eval_cmd.eval_command)
+    cli.add_command(teachers.teachers)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="compact")
+
+
+if __name__ == "__main__":
+    main()

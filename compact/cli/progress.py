@@ -1,0 +1,34 @@
+"""Render the library's progress callbacks as rich progress bars (one bar per stage)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True)
+
+
+class StageBars:
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int, info: dict | None = None) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total, info="")
+        text = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (info or {}).items())
+        self.progress.update(self.tasks[stage], completed=done, total=total, info=text)
+
+    def simple(self, stage: str, done: int, total: int) -> None:
+        self(stage, done, total, None)
+
+
+@contextlib.contextmanager
+def stage_bars() -> Iterator[StageBars]:
+    columns = (TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[info]}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        yield StageBars(progress)

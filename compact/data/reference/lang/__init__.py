@@ -1,0 +1,1 @@
+"""Per-language caption writers of the reference benchmark; `captions.py` is the public front."""

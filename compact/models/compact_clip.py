@@ -1,0 +1,145 @@
+"""compact's own dual encoder: a small ViT (or any timm backbone) plus a small text transformer.
+
+Attention is written with one fused qkv Linear and `scaled_dot_product_attention` rather than
+`nn.MultiheadAttention`: the latter switches to a fused fast path under no_grad that exporters cannot trace,
+and separate, plain Linears are what structured pruning slices.
+"""
+
+from __future__ import annotations
+
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compact.models.config import ModelConfig, TextConfig, VisionConfig
+from compact.models.dual_encoder import DualEncoder, TokenBatch
+from compact.models.preprocess import PreprocessConfig
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int, head_dim: int | None = None):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = head_dim or width // heads
+        inner = self.heads * self.head_dim
+        self.qkv = nn.Linear(width, 3 * inner)
+        self.out = nn.Linear(inner, width)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, nh, T, hs)
+        return self.out(y.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_dim: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.ln2 = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, mlp_dim)
+        self.fc2 = nn.Linear(mlp_dim, width)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), attn_mask)
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, cfg: VisionConfig, embed_dim: int):
+        super().__init__()
+        self.patch = nn.Conv2d(3, cfg.width, cfg.patch_size, cfg.patch_size)
+        n = (cfg.image_size // cfg.patch_size) ** 2
+        self.cls = nn.Parameter(torch.randn(1, 1, cfg.width) * cfg.width**-0.5)
+        self.pos = nn.Parameter(torch.randn(1, n + 1, cfg.width) * 0.02)
+        self.ln_pre = nn.LayerNorm(cfg.width)
+        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_dim) for _ in range(cfg.depth))
+        self.ln_post = nn.LayerNorm(cfg.width)
+        self.proj = nn.Linear(cfg.width, embed_dim, bias=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.patch(pixels).flatten(2).transpose(1, 2)  # (B, N, C)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        x = self.ln_pre(x)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.proj(self.ln_post(x[:, 0]))
+
+
+class TimmVision(nn.Module):
+    def __init__(self, cfg: VisionConfig, embed_dim: int):
+        super().__init__()
+        import timm
+
+        self.backbone = timm.create_model(cfg.timm_name, pretrained=False, num_classes=0)
+        self.proj = nn.Linear(self.backbone.num_features, embed_dim, bias=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.backbone(pixels))
+
+
+class TextTransformer(nn.Module):
+    def __init__(self, cfg: TextConfig, embed_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.pos = nn.Parameter(torch.randn(1, cfg.context_length, cfg.width) * 0.01)
+        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_dim) for _ in range(cfg.depth))
+        self.ln_final = nn.LayerNorm(cfg.width)
+        self.proj = nn.Linear(cfg.width, embed_dim, bias=False)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        T = ids.shape[1]
+        x = self.tok(ids) + self.pos[:, :T]
+        keep = mask.bool()
+        # Causal attention restricted to real tokens, as in CLIP; (B, 1, T, T) boolean, True = attend.
+        causal = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril()
+        attn_mask = causal[None, None] & keep[:, None, None, :]
+        for blk in self.blocks:
+            x = blk(x, attn_mask)
+        x = self.ln_final(x)
+        if self.cfg.pooling == "mean":
+            w = keep.unsqueeze(-1).to(x.dtype)
+            pooled = (x * w).sum(1) / w.sum(1).clamp_min(1.0)
+        elif self.cfg.pooling == "first":
+            pooled = x[:, 0]
+        else:
+            last = keep.long().sum(1).clamp_min(1) - 1  # index of the EOS (last real token)
+            pooled = x[torch.arange(x.shape[0], device=x.device), last]
+        return self.proj(pooled)
+
+
+VISION_TOWERS = {"vit": VisionTransformer, "timm": TimmVision}
+
+
+class CompactCLIP(DualEncoder):
+    def __init__(self, cfg: ModelConfig, tokenizer, preprocess_cfg: PreprocessConfig | None = None,
+                 languages: tuple[str, ...] | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_dim = cfg.embed_dim
+        self.tokenizer = tokenizer
+        self.languages = languages
+        self.preprocess_cfg = preprocess_cfg or PreprocessConfig(image_size=cfg.vision.image_size)
+        self.visual = VISION_TOWERS[cfg.vision.type](cfg.vision, cfg.embed_dim)
+        self.text = TextTransformer(cfg.text, cfg.embed_dim)
+        self.log_logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
+
+    def tokenize(self, texts) -> TokenBatch:
+        return self.tokenizer(texts)
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.visual(pixels)
+
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.text(ids, mask)
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.log_logit_scale.detach().exp().clamp(max=100.0))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,1 @@
+"""The reference teacher: an English-only open_clip CLIP trained on the reference benchmark."""

@@ -1,0 +1,97 @@
+"""`compact reference build`: generate the benchmark, train the teacher, evaluate it; all cached and resumable."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Optional
+
+from compact.data.reference.dataset import DATA_SIZES, build_reference_data, is_reference_data, \
+    reference_eval_data
+from compact.eval.runner import EvalConfig, evaluate
+from compact.reference.teacher import TeacherTrainConfig, train_teacher
+from compact.utils.cache import cache_dir
+from compact.utils.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+TRAIN_SIZES = {
+    "full": TeacherTrainConfig(),
+    "quick": TeacherTrainConfig(epochs=4),
+}
+
+
+@dataclass(frozen=True)
+class ReferencePaths:
+    root: Path
+    data: Path
+    teacher: Path
+
+
+def reference_paths(size: str = "full", seed: int = 0, root: Optional[Path] = None) -> ReferencePaths:
+    base = Path(root) if root else cache_dir() / "reference"
+    r = base / f"{size}-seed{seed}"
+    return ReferencePaths(root=r, data=r / "data", teacher=r / "teacher")
+
+
+@dataclass(frozen=True)
+class ReferenceBuildConfig:
+    size: str = "full"  # "full" (the benchmark) or "quick" (for tests, about a minute)
+    seed: int = 0
+    cache: Optional[Path] = None  # default: compact's cache dir
+    overwrite: bool = False  # rebuild even if cached
+
+
+# progress(stage, done, total, info)
+BuildProgress = Callable[[str, int, int, dict], None]
+
+
+def build_reference(cfg: ReferenceBuildConfig, progress: Optional[BuildProgress] = None) -> dict:
+    """Build (or reuse) the data and the teacher, evaluate the teacher on the test split, return a summary."""
+    paths = reference_paths(cfg.size, cfg.seed, cfg.cache)
+    data_cfg = replace(DATA_SIZES[cfg.size], seed=cfg.seed)
+    train_cfg = replace(TRAIN_SIZES[cfg.size], seed=cfg.seed)
+    summary: dict = {"size": cfg.size, "seed": cfg.seed, "data": str(paths.data), "teacher": str(paths.teacher)}
+
+    t0 = time.perf_counter()
+    if cfg.overwrite or not is_reference_data(paths.data):
+        build_reference_data(data_cfg, paths.data, overwrite=True,
+                             progress=(lambda s, d, t: progress(s, d, t, {})) if progress else None)
+        summary["data_seconds"] = round(time.perf_counter() - t0, 1)
+    else:
+        summary["data_seconds"] = 0.0
+        log.info("reusing reference data in %s", paths.data)
+
+    t1 = time.perf_counter()
+    weights = paths.teacher / "open_clip_model.safetensors"
+    if cfg.overwrite or not weights.is_file():
+        train_teacher(paths.data, paths.teacher, train_cfg, overwrite=True,
+                      progress=(lambda s, t, info: progress("train teacher", s, t, info)) if progress else None)
+        summary["train_seconds"] = round(time.perf_counter() - t1, 1)
+    else:
+        summary["train_seconds"] = 0.0
+        log.info("reusing reference teacher in %s", paths.teacher)
+
+    report_path = paths.teacher / "eval_test.json"
+    if cfg.overwrite or summary["train_seconds"] or not report_path.is_file():
+        report = evaluate_reference(paths, "test", progress=progress)
+        write_json(report_path, report)
+    summary["eval"] = read_json(report_path, "re-run `compact reference build --overwrite`")
+    summary["training"] = read_json(paths.teacher / "training.json", "re-run `compact reference build --overwrite`")
+    summary["total_seconds"] = round(time.perf_counter() - t0, 1)
+    return summary
+
+
+def evaluate_reference(paths: ReferencePaths, split: str = "test", langs=None,
+                       progress: Optional[BuildProgress] = None) -> dict:
+    from compact.models.teachers.openclip import load_open_clip
+    from compact.models.teachers import TeacherOptions
+
+    teacher = load_open_clip(f"local-dir:{paths.teacher}", None, TeacherOptions())
+    data = reference_eval_data(paths.data, split)
+    report = evaluate(teacher, data, EvalConfig(langs=tuple(langs) if langs else None),
+                      progress=(lambda s, d, t: progress(f"eval {s}", d, t, {})) if progress else None)
+    report["model"] = "reference teacher"
+    return report

@@ -1,0 +1,176 @@
+"""Train the reference teacher: a real open_clip architecture (small ViT + text transformer), English only.
+
+It is saved in open_clip's own `local-dir` layout (open_clip_config.json + open_clip_model.safetensors), so it
+loads through exactly the code path a downloaded open_clip teacher takes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from compact.data.reference.dataset import load_split
+from compact.models.preprocess import PreprocessConfig, normalize_uint8
+from compact.utils.checkpoint import load_checkpoint, save_checkpoint
+from compact.utils.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
+
+# progress(step, total_steps, {"loss": ..., "samples_per_s": ...})
+TrainProgress = Callable[[int, int, dict], None]
+
+
+@dataclass(frozen=True)
+class TeacherArch:
+    embed_dim: int = 128
+    image_size: int = 64
+    patch_size: int = 8
+    vision_width: int = 192
+    vision_layers: int = 6
+    vision_head_width: int = 32
+    text_width: int = 128
+    text_heads: int = 4
+    text_layers: int = 4
+    context_length: int = 32
+
+    def open_clip_cfg(self) -> dict:
+        return {
+            "embed_dim": self.embed_dim,
+            "vision_cfg": {"image_size": self.image_size, "patch_size": self.patch_size, "width": self.vision_width,
+                           "layers": self.vision_layers, "head_width": self.vision_head_width, "mlp_ratio": 4.0},
+            "text_cfg": {"context_length": self.context_length, "vocab_size": 49408, "width": self.text_width,
+                         "heads": self.text_heads, "layers": self.text_layers},
+        }
+
+
+@dataclass(frozen=True)
+class TeacherTrainConfig:
+    arch: TeacherArch = field(default_factory=TeacherArch)
+    epochs: int = 12
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_frac: float = 0.05
+    seed: int = 0
+    threads: int = 2
+    checkpoint_every: int = 200  # steps
+
+
+def preprocess_cfg(arch: TeacherArch) -> PreprocessConfig:
+    # Images are generated at the model's size, so preprocessing is a plain normalisation (squash is a no-op).
+    return PreprocessConfig(image_size=arch.image_size, resize_mode="squash", interpolation="bicubic")
+
+
+def build_model(arch: TeacherArch):
+    from open_clip import CLIP, SimpleTokenizer
+
+    # The same class open_clip.create_model builds for this config, so the saved local-dir reloads into it.
+    model = CLIP(**arch.open_clip_cfg())
+    return model, SimpleTokenizer(context_length=arch.context_length)
+
+
+def _lr_at(step: int, total: int, cfg: TeacherTrainConfig) -> float:
+    warm = max(1, int(total * cfg.warmup_frac))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def train_teacher(data_dir: Path, out: Path, cfg: TeacherTrainConfig, work_dir: Optional[Path] = None,
+                  overwrite: bool = False, progress: Optional[TrainProgress] = None) -> dict:
+    """Train on the English captions of the train split and write an open_clip local-dir folder to `out`.
+
+    Checkpoints go to `work_dir` (default: next to `out`), so a killed build resumes where it stopped.
+    """
+    import open_clip
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = build_model(cfg.arch)
+    images, records = load_split(data_dir, "train")
+    texts = tokenizer([r["captions"]["en"] for r in records])
+    pixels_u8 = torch.from_numpy(np.ascontiguousarray(images))
+    pre = preprocess_cfg(cfg.arch)
+    n = len(records)
+    steps_per_epoch = n // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    loss_fn = open_clip.ClipLoss()
+    work_dir = Path(work_dir or Path(out).parent / f".{Path(out).name}.work")
+    ckpt = work_dir / "checkpoint"
+    step, curve, elapsed = 0, [], 0.0
+    if (ckpt / "state.json").is_file():
+        state = load_checkpoint(ckpt, model, opt)
+        step, curve, elapsed = state["step"], state["extra"].get("curve", []), state["extra"].get("elapsed", 0.0)
+        log.info("resuming reference teacher training at step %d/%d", step, total)
+    model.train()
+    t0 = time.perf_counter()
+    last_t, last_step = t0, step
+    while step < total:
+        epoch, i = divmod(step, steps_per_epoch)
+        # The permutation depends only on (seed, epoch): resuming mid-epoch replays the same order.
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+        idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, total, cfg)
+        img_f, txt_f, scale = model(normalize_uint8(pixels_u8[idx], pre), texts[idx])
+        loss = loss_fn(img_f, txt_f, scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        step += 1
+        if step % 10 == 0 or step == total:
+            now = time.perf_counter()
+            sps = (step - last_step) * cfg.batch_size / max(now - last_t, 1e-9)
+            last_t, last_step = now, step
+            curve.append([step, round(loss.item(), 4)])
+            if progress:
+                progress(step, total, {"loss": loss.item(), "samples_per_s": sps})
+        if step % cfg.checkpoint_every == 0 and step < total:
+            save_checkpoint(ckpt, model, opt, step,
+                            {"curve": curve, "elapsed": elapsed + time.perf_counter() - t0})
+    elapsed += time.perf_counter() - t0
+    model.eval()
+    info = {"train_seconds": round(elapsed, 1), "steps": total, "epochs": cfg.epochs, "samples": n,
+            "loss_curve": curve, "config": asdict(cfg),
+            "parameters": {"image": sum(p.numel() for p in model.visual.parameters()),
+                           "total": sum(p.numel() for p in model.parameters())}}
+    info["parameters"]["text"] = info["parameters"]["total"] - info["parameters"]["image"]
+    save_open_clip_dir(model, cfg.arch, out, overwrite=overwrite, extra={"training.json": info})
+    import shutil
+
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return info
+
+
+def save_open_clip_dir(model, arch: TeacherArch, out: Path, overwrite: bool = False,
+                       extra: Optional[dict] = None) -> None:
+    from safetensors.torch import save_file
+
+    pre = preprocess_cfg(arch)
+    oc_pre = {"size": [pre.image_size, pre.image_size], "mean": list(pre.mean), "std": list(pre.std),
+              "interpolation": pre.interpolation, "resize_mode": pre.resize_mode}
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        (tmp / OPEN_CLIP_CONFIG).write_text(json.dumps({"model_cfg": arch.open_clip_cfg(), "preprocess_cfg": oc_pre},
+                                                       indent=2))
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / OPEN_CLIP_WEIGHTS))
+        for name, obj in (extra or {}).items():
+            (tmp / name).write_text(json.dumps(obj, indent=2))

@@ -1,0 +1,30 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+from compact.models.compact_clip import CompactCLIP
+from compact.models.config import ModelConfig, TextConfig, VisionConfig
+from compact.models.tokenizer import ByteTokenizer
+
+
+def tiny_compact(seed: int = 0, languages=("en", "de")) -> CompactCLIP:
+    import torch
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(embed_dim=32, vision=VisionConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2,
+                                                        mlp_dim=64),
+                      text=TextConfig(vocab_size=259, context_length=24, width=32, depth=2, heads=2, mlp_dim=64))
+    return CompactCLIP(cfg, ByteTokenizer(context_length=24), languages=languages).eval()
+
+
+def clip_bpe_hf_tokenizer():
+    """A transformers CLIPTokenizer built offline from the CLIP BPE vocabulary that open_clip's wheel ships."""
+    import open_clip
+    from transformers import CLIPTokenizer
+
+    bpe = open_clip.get_tokenizer("ViT-B-32")
+    merges = [pair for pair, _ in sorted(bpe.bpe_ranks.items(), key=lambda kv: kv[1])]
+    # open_clip names the specials <start_of_text>/<end_of_text>; Hugging Face's CLIP names them <|...|>.
+    rename = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    vocab = {rename.get(k, k): v for k, v in bpe.encoder.items()}
+    return CLIPTokenizer(vocab=vocab, merges=merges)
