@@ -48,19 +48,20 @@ def test_builtin_sources_in_order() -> None:
 def test_registered_source_is_tried_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sources, "_SOURCES", dict(sources._SOURCES))
 
-    @register_source("reference")
-    class Reference:
+    @register_source("dummy")
+    class Dummy:
         @classmethod
         def matches(cls, spec: str, **kw: Any) -> bool:
-            return spec.startswith("reference")
+            return spec.startswith("dummy")
 
-        def open(self, spec: str, **kw: Any) -> EvalData:  # a plain method works too
+        @classmethod
+        def open(cls, spec: str, **kw: Any) -> EvalData:
             return EvalData(name=spec, images=ListImageSource([], lambda key: Image.new("RGB", (1, 1))))
 
-    assert list_sources()[-1] == "reference" and Reference.name == "reference"  # type: ignore[attr-defined]
-    assert open_eval_data("reference:n=10").name == "reference:n=10"
+    assert list_sources()[-1] == "dummy" and Dummy.name == "dummy"  # type: ignore[attr-defined]
+    assert open_eval_data("dummy:n=10").name == "dummy:n=10"
     with pytest.raises(ValueError):
-        register_source("reference")(type("Other", (Reference,), {}))
+        register_source("dummy")(type("Other", (Dummy,), {}))
 
 
 def test_unrecognised_spec_lists_formats(tmp_path: Path) -> None:

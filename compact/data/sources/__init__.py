@@ -5,8 +5,7 @@ A source is a class with:
 - optionally `description: str` (one phrase, shown when no format matches),
 - a classmethod `matches(spec: str, **kw) -> bool` that only looks (cheaply) and never raises for a spec
   of another format, and
-- `open(spec: str, **kw) -> EvalData` (a classmethod or staticmethod; a plain method also works if the
-  class can be constructed with no arguments).
+- a classmethod `open(spec: str, **kw) -> EvalData`.
 
 `spec` always arrives as a `str`; `kw` holds `class_names` and `templates` (each `None` or a path).
 Sources are tried in registration order and the first whose `matches` says yes is opened. The built-in
@@ -16,7 +15,6 @@ sources (table, webdataset, image folder) register when this package is imported
 
 from __future__ import annotations
 
-import inspect
 import logging
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -70,16 +68,9 @@ def open_eval_data(
     for name, cls in _SOURCES.items():
         if cls.matches(text, **kw):
             log.debug("opening %s as %s data", text, name)
-            return _call_open(cls, text, kw)
+            return cls.open(text, **kw)
     raise DataError(f"cannot tell the data format of {text}: {_why_not(text, class_names)}; accepted formats: "
                     f"{_accepted()}")
-
-
-def _call_open(cls: type, spec: str, kw: dict[str, Any]) -> EvalData:
-    """Call `open` whether it is a class/static method or a plain method."""
-    if isinstance(inspect.getattr_static(cls, "open"), (classmethod, staticmethod)):
-        return cls.open(spec, **kw)  # type: ignore[attr-defined]
-    return cls().open(spec, **kw)
 
 
 def _why_not(spec: str, class_names: str | Path | None) -> str:
