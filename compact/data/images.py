@@ -20,6 +20,7 @@ The pixel check reads the header only, before anything is decoded. PIL's own pro
 from __future__ import annotations
 
 import io
+import os
 import logging
 import re
 import warnings
@@ -46,8 +47,19 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyErr
 ImageInput = Union[str, Path, bytes]
 
 
-def load_image(source: ImageInput, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def max_image_pixels() -> int:
+    """The pixel limit: $COMPACT_MAX_IMAGE_PIXELS when set (to accept huge images you trust), else the default."""
+    raw = os.environ.get("COMPACT_MAX_IMAGE_PIXELS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    if not raw.isdigit() or int(raw) <= 0:
+        raise DataError(f"COMPACT_MAX_IMAGE_PIXELS={raw!r} must be a positive integer number of pixels")
+    return int(raw)
+
+
+def load_image(source: ImageInput, *, name: str | None = None, max_pixels: int | None = None) -> Image.Image:
     """Return `source` (a path or encoded bytes) as a fully-decoded RGB image, or raise DataError."""
+    max_pixels = max_pixels or max_image_pixels()
     label = _one_line(name if name is not None else _default_name(source))
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -148,7 +160,7 @@ def _bomb_error(label: str, size: tuple[int, int] | None, max_pixels: int, exc: 
     else:
         found = f"too many pixels ({_one_line(str(exc))})"
     return DataError(f"image {label} is {found}, above the limit of max_pixels={max_pixels:,} (possible "
-                     "decompression bomb); downscale the image, or raise max_pixels if you trust it")
+                     "decompression bomb); downscale the image, or raise COMPACT_MAX_IMAGE_PIXELS if you trust it")
 
 
 def _unreadable(label: str, exc: BaseException) -> DataError:

@@ -36,8 +36,8 @@ class TeacherArch:
     embed_dim: int = 128
     image_size: int = 64
     patch_size: int = 8
-    vision_width: int = 192
-    vision_layers: int = 6
+    vision_width: int = 128
+    vision_layers: int = 4
     vision_head_width: int = 32
     text_width: int = 128
     text_heads: int = 4
@@ -57,13 +57,14 @@ class TeacherArch:
 @dataclass(frozen=True)
 class TeacherTrainConfig:
     arch: TeacherArch = field(default_factory=TeacherArch)
-    epochs: int = 12
+    epochs: int = 5
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup_frac: float = 0.05
     seed: int = 0
     threads: int = 2
+    bf16: bool = True  # bf16 autocast where the CPU has native bf16 (about 1.4x here); fp32 elsewhere
     checkpoint_every: int = 200  # steps
 
 
@@ -78,6 +79,13 @@ def build_model(arch: TeacherArch):
     # The same class open_clip.create_model builds for this config, so the saved local-dir reloads into it.
     model = CLIP(**arch.open_clip_cfg())
     return model, SimpleTokenizer(context_length=arch.context_length)
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _lr_at(step: int, total: int, cfg: TeacherTrainConfig) -> float:
@@ -118,6 +126,7 @@ def train_teacher(data_dir: Path, out: Path, cfg: TeacherTrainConfig, work_dir: 
         state = load_checkpoint(ckpt, model, opt)
         step, curve, elapsed = state["step"], state["extra"].get("curve", []), state["extra"].get("elapsed", 0.0)
         log.info("resuming reference teacher training at step %d/%d", step, total)
+    use_bf16 = cfg.bf16 and cpu_has_bf16()
     model.train()
     t0 = time.perf_counter()
     last_t, last_step = t0, step
@@ -128,8 +137,9 @@ def train_teacher(data_dir: Path, out: Path, cfg: TeacherTrainConfig, work_dir: 
         idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, total, cfg)
-        img_f, txt_f, scale = model(normalize_uint8(pixels_u8[idx], pre), texts[idx])
-        loss = loss_fn(img_f, txt_f, scale)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            img_f, txt_f, scale = model(normalize_uint8(pixels_u8[idx], pre), texts[idx])
+        loss = loss_fn(img_f.float(), txt_f.float(), scale.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
