@@ -196,19 +196,17 @@ def test_exact_caption(lang: str, s: Scene, expected: str) -> None:
 def test_exact_class_names_and_prompts() -> None:
     assert class_name("red", "circle", "en") == "red circle"
     assert class_prompts("red", "circle", "en")[:3] == [
-        "a photo of a red circle.", "a picture of a red circle.", "an image of a red circle.",
+        "There is a small red circle.", "A small red circle.", "The image shows a small red circle.",
     ]
     assert [class_name("red", s, "de") for s in ("circle", "diamond", "square")] == [
         "roter Kreis", "rote Raute", "rotes Quadrat",
     ]
-    assert "ein Foto von einer grünen Raute." in class_prompts("green", "diamond", "de")
-    assert "Das Bild zeigt einen roten Kreis." in class_prompts("red", "circle", "de")
+    assert "Zu sehen ist eine kleine grüne Raute." in class_prompts("green", "diamond", "de")
+    assert "Das Bild zeigt einen großen roten Kreis." in class_prompts("red", "circle", "de")
     assert class_name("white", "star", "fr") == "étoile blanche"
-    assert "une photo d'une étoile blanche." in class_prompts("white", "star", "fr")
     assert class_name("red", "cross", "es") == "cruz roja"
     assert class_name("blue", "star", "ru") == "синяя звезда"
-    assert "фотография синей звезды." in class_prompts("blue", "star", "ru")
-    assert "изображение красного круга." in class_prompts("red", "circle", "ru")
+    assert "На картинке изображены две маленькие синие звезды." in class_prompts("blue", "star", "ru")
     assert class_name("red", "circle", "zh") == "红色圆形"
     assert class_name("red", "circle", "ja") == "赤い円"
     assert class_name("red", "circle", "ar") == "دائرة حمراء"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from compact.data.reference.lang import ar, de, en, es, fr, ja, ru, zh
 from compact.data.reference.lang.common import Writer
-from compact.data.reference.scene import Scene
+from compact.data.reference.scene import COUNTS, SIZES, ObjectGroup, Scene
 
 LANGS: tuple[str, ...] = ("en", "de", "fr", "es", "ru", "zh", "ja", "ar")
 
@@ -45,5 +45,19 @@ def class_name(colour: str, shape: str, lang: str) -> str:
 
 
 def class_prompts(colour: str, shape: str, lang: str) -> list[str]:
-    """Complete zero-shot prompts for a class (full sentences, since the noun phrase inflects with its frame)."""
-    return _writer(lang).class_prompts(colour, shape)
+    """Zero-shot prompts for one class: the captions of bare scenes of that class, in every count, size and
+    sentence structure.
+
+    Like CLIP's prompt ensembles, but written by the caption grammar itself, so they are complete, grammatical
+    sentences in every language (the noun phrase inflects with its frame) and phrased as the captions are.
+    """
+    writer = _writer(lang)
+    prompts = []
+    for count in COUNTS:
+        for size in SIZES:
+            for style in range(3):
+                bare = Scene(main=ObjectGroup(shape, colour, count, size), position="center", pattern="plain",
+                             background="grey", distractor=None, mention_background=False, mention_position=False,
+                             style=style, seed=0)
+                prompts.append(writer.caption(bare))
+    return list(dict.fromkeys(prompts))

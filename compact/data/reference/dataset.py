@@ -22,7 +22,7 @@ from PIL import Image
 
 from compact.data.reference import captions
 from compact.data.reference.render import render
-from compact.data.reference.scene import CLASSES, COUNTS, SIZES, ObjectGroup, Scene, sample_scene
+from compact.data.reference.scene import CLASSES, Scene, sample_scene
 from compact.data.types import ClassificationView, EvalData
 from compact.errors import DataError
 from compact.utils.io import atomic_dir, read_json
@@ -60,23 +60,6 @@ def scenes_for_split(cfg: ReferenceDataConfig, split: str) -> list[Scene]:
     return [sample_scene(rng) for _ in range(cfg.split_sizes()[split])]
 
 
-def class_prompts(colour: str, shape: str, lang: str) -> list[str]:
-    """Zero-shot prompts for one class: captions of bare scenes of that class, in every count, size and style.
-
-    Like CLIP's prompt ensembles, but the prompts come from the caption writer itself, so they are grammatical
-    in every language and phrased the way the benchmark's captions are.
-    """
-    prompts = []
-    for count in COUNTS:
-        for size in SIZES:
-            for style in range(3):
-                scene = Scene(main=ObjectGroup(shape, colour, count, size), position="center", pattern="plain",
-                              background="grey", distractor=None, mention_background=False,
-                              mention_position=False, style=style, seed=0)
-                prompts.append(captions.caption(scene, lang))
-    return list(dict.fromkeys(prompts))
-
-
 def _scene_json(scene: Scene) -> dict:
     return asdict(scene)
 
@@ -99,7 +82,7 @@ def build_reference_data(cfg: ReferenceDataConfig, out: Path, overwrite: bool = 
         classes = {
             "classes": [list(c) for c in CLASSES],
             "names": {lang: [captions.class_name(c, s, lang) for c, s in CLASSES] for lang in captions.LANGS},
-            "prompts": {lang: [class_prompts(c, s, lang) for c, s in CLASSES] for lang in captions.LANGS},
+            "prompts": {lang: [captions.class_prompts(c, s, lang) for c, s in CLASSES] for lang in captions.LANGS},
         }
         (tmp / "classes.json").write_text(json.dumps(classes, ensure_ascii=False, indent=1))
         digest = hashlib.sha256()

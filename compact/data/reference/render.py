@@ -31,22 +31,22 @@ BACKGROUND_RGB: dict[str, tuple[int, int, int]] = {
     "black": (28, 28, 30),
 }
 # Diameter of one object as a fraction of the frame.
-SIZE_FRACTION = {"small": 0.15, "large": 0.25}
+SIZE_FRACTION = {"small": 0.2, "large": 0.3}
 # Where the centre of the main group goes, in frame fractions, and the axis its objects line up on.
 ANCHORS = {
-    "left": ((0.26, 0.5), "vertical"),
-    "right": ((0.74, 0.5), "vertical"),
-    "top": ((0.5, 0.24), "horizontal"),
-    "bottom": ((0.5, 0.76), "horizontal"),
+    "left": ((0.24, 0.5), "vertical"),
+    "right": ((0.76, 0.5), "vertical"),
+    "top": ((0.5, 0.22), "horizontal"),
+    "bottom": ((0.5, 0.78), "horizontal"),
     "center": ((0.5, 0.5), "horizontal"),
 }
 # Where the distractor may go for each position of the main group (away from it).
 DISTRACTOR_SPOTS = {
-    "left": [(0.8, 0.2), (0.8, 0.8)],
-    "right": [(0.2, 0.2), (0.2, 0.8)],
-    "top": [(0.2, 0.82), (0.8, 0.82)],
-    "bottom": [(0.2, 0.18), (0.8, 0.18)],
-    "center": [(0.15, 0.15), (0.85, 0.85), (0.15, 0.85), (0.85, 0.15)],
+    "left": [(0.78, 0.22), (0.78, 0.78)],
+    "right": [(0.22, 0.22), (0.22, 0.78)],
+    "top": [(0.22, 0.8), (0.78, 0.8)],
+    "bottom": [(0.22, 0.2), (0.78, 0.2)],
+    "center": [(0.12, 0.12), (0.88, 0.88), (0.12, 0.88), (0.88, 0.12)],
 }
 
 
@@ -124,11 +124,11 @@ def render(scene: Scene, size: int = 64) -> np.ndarray:
 
     (ax, ay), axis = ANCHORS[scene.position]
     r = SIZE_FRACTION[scene.main.size] * big / 2
-    step = 2.15 * r
+    step = 2.05 * r
     n = scene.main.count
     for i in range(n):
         offset = (i - (n - 1) / 2) * step
-        jx, jy = rng.uniform(-0.03, 0.03, size=2) * big
+        jx, jy = rng.uniform(-0.02, 0.02, size=2) * big
         cx = ax * big + (offset if axis == "horizontal" else 0) + jx
         cy = ay * big + (offset if axis == "vertical" else 0) + jy
         _draw_object(draw, scene.main, cx, cy, r, rng)

@@ -125,9 +125,4 @@ def class_name(colour: str, shape: str) -> str:
     return f"{singular} {agree(COLOURS[colour], gender_, 1)}"  # "دائرة حمراء", "مربع أحمر"
 
 
-def class_prompts(colour: str, shape: str) -> list[str]:
-    name = class_name(colour, shape)
-    return [f"صورة ل{name}.", f"رسم ل{name}.", f"صورة فيها {name}.", f"{name}."]
-
-
-WRITER = Writer(caption, class_name, class_prompts)
+WRITER = Writer(caption, class_name)

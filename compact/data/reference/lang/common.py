@@ -12,11 +12,10 @@ Structure = Callable[[Scene], str]
 
 @dataclass(frozen=True)
 class Writer:
-    """One language: a caption for a scene, and the zero-shot class name and prompts."""
+    """One language: a caption for a scene, and the display name of a zero-shot class."""
 
     caption: Callable[[Scene], str]
     class_name: Callable[[str, str], str]  # (colour, shape) -> display name
-    class_prompts: Callable[[str, str], list[str]]  # (colour, shape) -> complete prompt sentences
 
 
 def capitalise(text: str) -> str:

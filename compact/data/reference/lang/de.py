@@ -120,14 +120,4 @@ def class_name(colour: str, shape: str) -> str:
     return _class_np(colour, shape, "nom", article=False)  # "roter Kreis", "rote Raute", "rotes Quadrat"
 
 
-def class_prompts(colour: str, shape: str) -> list[str]:
-    dative = _class_np(colour, shape, "dat", article=True)
-    return [
-        f"ein Foto von {dative}.",
-        f"ein Bild von {dative}.",
-        f"Das Bild zeigt {_class_np(colour, shape, 'acc', article=True)}.",
-        f"{_class_np(colour, shape, 'nom', article=True)}.",
-    ]
-
-
-WRITER = Writer(caption, class_name, class_prompts)
+WRITER = Writer(caption, class_name)

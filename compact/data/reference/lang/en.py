@@ -90,9 +90,4 @@ def class_name(colour: str, shape: str) -> str:
     return f"{COLOURS[colour]} {NOUNS[shape][0]}"
 
 
-def class_prompts(colour: str, shape: str) -> list[str]:
-    name = indefinite(class_name(colour, shape))
-    return [f"a photo of {name}.", f"a picture of {name}.", f"an image of {name}.", f"{name}."]
-
-
-WRITER = Writer(caption, class_name, class_prompts)
+WRITER = Writer(caption, class_name)

@@ -106,9 +106,4 @@ def class_name(colour: str, shape: str) -> str:
     return f"{singular} {agree(COLOURS[colour], gender, 1)}"  # "círculo rojo", "estrella roja"
 
 
-def class_prompts(colour: str, shape: str) -> list[str]:
-    name = f"{ARTICLES[NOUNS[shape][0]]} {class_name(colour, shape)}"
-    return [f"una foto de {name}.", f"una imagen de {name}.", f"un dibujo de {name}.", f"{name}."]
-
-
-WRITER = Writer(caption, class_name, class_prompts)
+WRITER = Writer(caption, class_name)

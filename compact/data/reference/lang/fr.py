@@ -97,9 +97,4 @@ def class_name(colour: str, shape: str) -> str:
     return f"{singular} {agree(COLOURS[colour], gender, 1)}"  # "cercle rouge", "étoile verte"
 
 
-def class_prompts(colour: str, shape: str) -> list[str]:
-    name = f"{ARTICLES[NOUNS[shape][0]]} {class_name(colour, shape)}"  # "un cercle rouge", "une étoile verte"
-    return [f"une photo d'{name}.", f"une image d'{name}.", f"un dessin d'{name}.", f"{name}."]
-
-
-WRITER = Writer(caption, class_name, class_prompts)
+WRITER = Writer(caption, class_name)

@@ -78,9 +78,4 @@ def class_name(colour: str, shape: str) -> str:
     return f"{COLOURS[colour]}{SHAPES[shape]}"  # "赤い円", "緑の円"
 
 
-def class_prompts(colour: str, shape: str) -> list[str]:
-    name = class_name(colour, shape)
-    return [f"{name}の写真。", f"{name}の画像。", f"{name}のイラスト。", f"{name}。"]
-
-
-WRITER = Writer(caption, class_name, class_prompts)
+WRITER = Writer(caption, class_name)

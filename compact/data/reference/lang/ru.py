@@ -112,10 +112,4 @@ def class_name(colour: str, shape: str) -> str:
     return f"{form(COLOURS[colour], f'nom_{gender}')} {nominative}"  # "красный круг", "красная звезда"
 
 
-def class_prompts(colour: str, shape: str) -> list[str]:
-    gender, _, genitive = NOUNS[shape]
-    of_class = f"{form(COLOURS[colour], f'gen_{gender}')} {genitive}"  # "красного круга", "красной звезды"
-    return [f"фотография {of_class}.", f"изображение {of_class}.", f"рисунок {of_class}.", f"{class_name(colour, shape)}."]
-
-
-WRITER = Writer(caption, class_name, class_prompts)
+WRITER = Writer(caption, class_name)

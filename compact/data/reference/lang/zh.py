@@ -76,9 +76,4 @@ def class_name(colour: str, shape: str) -> str:
     return f"{COLOURS[colour]}{SHAPES[shape]}"  # "红色圆形"
 
 
-def class_prompts(colour: str, shape: str) -> list[str]:
-    name = class_name(colour, shape)
-    return [f"一张{name}的照片。", f"一张{name}的图片。", f"一个{COLOURS[colour]}的{SHAPES[shape]}。", f"{name}。"]
-
-
-WRITER = Writer(caption, class_name, class_prompts)
+WRITER = Writer(caption, class_name)

@@ -1,0 +1,23 @@
+# Two entry points, each doing all of its own set-up on a fresh machine (see README.md).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup run test
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The torch pair measured to work here; installed first so nothing later swaps it.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The main job, offline. Becomes `compact run` when the pipeline command lands.
+run: setup
+	$(VENV)/bin/compact reference build
+	$(VENV)/bin/compact reference eval -o runs/reference-eval --overwrite
+
+test: setup
+	$(PY) -m pytest -q

@@ -1,0 +1,1 @@
+"""Latency benchmark harness: not built yet. Nothing here runs."""

@@ -1,0 +1,1 @@
+"""distill: not built yet (see the project's open issues). Nothing here runs."""

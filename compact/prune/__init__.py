@@ -1,0 +1,1 @@
+"""prune: not built yet (see the project's open issues). Nothing here runs."""

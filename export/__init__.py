@@ -1,0 +1,1 @@
+"""Export targets (ONNX, TensorRT, Core ML, OpenVINO, ExecuTorch): not built yet. Nothing here runs."""
