@@ -180,5 +180,5 @@ def test_unknown_open_clip_name():
         load_teacher("open_clip:ViT-Nope-99")
 
 
-def test_trust_remote_code_default_off(hf_tiny_folder):
+def test_trust_remote_code_default_off():
     assert TeacherOptions().trust_remote_code is False

@@ -13,12 +13,10 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
 def write_report(report: dict, output: Path, overwrite: bool) -> Path:
-    from compact.utils.io import atomic_dir
+    from compact.utils.io import atomic_dir, write_json
 
     with atomic_dir(output, overwrite=overwrite) as tmp:
-        import json
-
-        (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        write_json(tmp / "report.json", report)
     console.print(f"wrote {output / 'report.json'}")
     return output / "report.json"
 

@@ -76,7 +76,7 @@ def build_reference_data(cfg: ReferenceDataConfig, out: Path, overwrite: bool = 
                     caps = {lang: captions.caption(scene, lang) for lang in captions.LANGS}
                     f.write(json.dumps({"id": i, "label": scene.label, "captions": caps,
                                         "scene": _scene_json(scene)}, ensure_ascii=False) + "\n")
-                    if progress and (i + 1) % 500 == 0 or progress and i + 1 == len(scenes):
+                    if progress and ((i + 1) % 500 == 0 or i + 1 == len(scenes)):
                         progress(f"render {split}", i + 1, len(scenes))
             np.save(tmp / f"{split}_images.npy", images, allow_pickle=False)
         classes = {
