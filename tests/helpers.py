@@ -19,12 +19,9 @@ def tiny_compact(seed: int = 0, languages=("en", "de")) -> CompactCLIP:
 
 def clip_bpe_hf_tokenizer():
     """A transformers CLIPTokenizer built offline from the CLIP BPE vocabulary that open_clip's wheel ships."""
-    import open_clip
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTokenizerFast
 
-    bpe = open_clip.get_tokenizer("ViT-B-32")
-    merges = [pair for pair, _ in sorted(bpe.bpe_ranks.items(), key=lambda kv: kv[1])]
-    # open_clip names the specials <start_of_text>/<end_of_text>; Hugging Face's CLIP names them <|...|>.
-    rename = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
-    vocab = {rename.get(k, k): v for k, v in bpe.encoder.items()}
-    return CLIPTokenizer(vocab=vocab, merges=merges)
+    from compact.models.hf_tokenizers import clip_bpe_tokenizer
+
+    return CLIPTokenizerFast(tokenizer_object=clip_bpe_tokenizer(), bos_token="<|startoftext|>",
+                             eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="<|endoftext|>")

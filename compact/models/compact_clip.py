@@ -33,18 +33,26 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))
 
 
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
+
+ACTS = {"gelu": F.gelu, "quick_gelu": quick_gelu}
+
+
 class Block(nn.Module):
-    def __init__(self, width: int, heads: int, mlp_dim: int):
+    def __init__(self, width: int, heads: int, mlp_dim: int, act: str = "gelu", head_dim: int | None = None):
         super().__init__()
         self.ln1 = nn.LayerNorm(width)
-        self.attn = Attention(width, heads)
+        self.attn = Attention(width, heads, head_dim)
         self.ln2 = nn.LayerNorm(width)
         self.fc1 = nn.Linear(width, mlp_dim)
         self.fc2 = nn.Linear(mlp_dim, width)
+        self.act = ACTS[act]
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), attn_mask)
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+        return x + self.fc2(self.act(self.fc1(self.ln2(x))))
 
 
 class VisionTransformer(nn.Module):
@@ -55,7 +63,8 @@ class VisionTransformer(nn.Module):
         self.cls = nn.Parameter(torch.randn(1, 1, cfg.width) * cfg.width**-0.5)
         self.pos = nn.Parameter(torch.randn(1, n + 1, cfg.width) * 0.02)
         self.ln_pre = nn.LayerNorm(cfg.width)
-        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_dim) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads_at(i), cfg.mlp_at(i), cfg.act, cfg.dim_per_head)
+                                    for i in range(cfg.depth))
         self.ln_post = nn.LayerNorm(cfg.width)
         self.proj = nn.Linear(cfg.width, embed_dim, bias=False)
 
@@ -86,7 +95,8 @@ class TextTransformer(nn.Module):
         self.cfg = cfg
         self.tok = nn.Embedding(cfg.vocab_size, cfg.width)
         self.pos = nn.Parameter(torch.randn(1, cfg.context_length, cfg.width) * 0.01)
-        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_dim) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads_at(i), cfg.mlp_at(i), cfg.act, cfg.dim_per_head)
+                                    for i in range(cfg.depth))
         self.ln_final = nn.LayerNorm(cfg.width)
         self.proj = nn.Linear(cfg.width, embed_dim, bias=False)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from compact.errors import ModelFormatError
 
@@ -20,45 +20,92 @@ def _from_dict(cls, d: dict[str, Any], where: str):
     return cls(**d)
 
 
+ACTIVATIONS = ("gelu", "quick_gelu")
+
+
+def _check_act(act: str, tower: str) -> None:
+    if act not in ACTIVATIONS:
+        raise ModelFormatError(f"{tower}.act {act!r} must be one of {ACTIVATIONS}")
+
+
+class _Layers:
+    """Per-layer views of `heads` / `mlp_dim`, which are an int (uniform) or a list (one per layer)."""
+
+    width: int
+    depth: int
+    heads: Union[int, list[int]]
+    mlp_dim: Union[int, list[int]]
+    head_dim: Optional[int]
+
+    def heads_at(self, i: int) -> int:
+        return self.heads[i] if isinstance(self.heads, list) else self.heads
+
+    def mlp_at(self, i: int) -> int:
+        return self.mlp_dim[i] if isinstance(self.mlp_dim, list) else self.mlp_dim
+
+    @property
+    def dim_per_head(self) -> int:
+        if self.head_dim:
+            return self.head_dim
+        return self.width // (self.heads if isinstance(self.heads, int) else max(self.heads))
+
+
+def _check_layers(c: _Layers, tower: str) -> None:
+    for name in ("heads", "mlp_dim"):
+        v = getattr(c, name)
+        if isinstance(v, list) and len(v) != c.depth:
+            raise ModelFormatError(f"{tower}.{name} lists {len(v)} layers but {tower}.depth is {c.depth}")
+        if any(x < 1 for x in (v if isinstance(v, list) else [v])):
+            raise ModelFormatError(f"{tower}.{name} must be >= 1 in every layer (a pruned-away layer is removed "
+                                   "from depth instead)")
+    if c.head_dim is None and isinstance(c.heads, int) and c.width % c.heads:
+        raise ModelFormatError(f"{tower}.width {c.width} is not divisible by {tower}.heads {c.heads}; "
+                               f"set {tower}.head_dim")
+
+
 @dataclass
-class VisionConfig:
+class VisionConfig(_Layers):
     type: str = "vit"  # "vit": compact's own ViT; "timm": any timm backbone plus a linear projection
     image_size: int = 64
     patch_size: int = 8
     width: int = 128
     depth: int = 4
-    heads: int = 4
-    mlp_dim: int = 512  # FFN hidden size; kept explicit (not a ratio) so pruning can change it per model
+    heads: Union[int, list[int]] = 4  # one count for every layer, or one per layer (after head pruning)
+    mlp_dim: Union[int, list[int]] = 512  # FFN hidden size, or one per layer (after FFN pruning)
+    head_dim: Optional[int] = None  # None: width // heads
     timm_name: Optional[str] = None  # used when type == "timm"
+    act: str = "gelu"  # "gelu" or "quick_gelu" (OpenAI CLIP's x * sigmoid(1.702 x))
 
     def __post_init__(self) -> None:
+        _check_act(self.act, "vision")
         if self.type not in ("vit", "timm"):
             raise ModelFormatError(f"vision.type {self.type!r} must be 'vit' or 'timm'")
         if self.type == "timm" and not self.timm_name:
             raise ModelFormatError("vision.type 'timm' needs vision.timm_name, e.g. 'mobilenetv4_conv_small'")
         if self.type == "vit":
-            if self.width % self.heads:
-                raise ModelFormatError(f"vision.width {self.width} is not divisible by vision.heads {self.heads}")
+            _check_layers(self, "vision")
             if self.image_size % self.patch_size:
                 raise ModelFormatError(
                     f"vision.image_size {self.image_size} is not divisible by vision.patch_size {self.patch_size}")
 
 
 @dataclass
-class TextConfig:
+class TextConfig(_Layers):
     vocab_size: int = 259
     context_length: int = 64
     width: int = 128
     depth: int = 4
-    heads: int = 4
-    mlp_dim: int = 512
+    heads: Union[int, list[int]] = 4
+    mlp_dim: Union[int, list[int]] = 512
+    head_dim: Optional[int] = None
     pooling: str = "eos"  # "eos": the last real token; "mean": mean over real tokens; "first": the first token
+    act: str = "gelu"  # "gelu" or "quick_gelu"
 
     def __post_init__(self) -> None:
+        _check_act(self.act, "text")
         if self.pooling not in ("eos", "mean", "first"):
             raise ModelFormatError(f"text.pooling {self.pooling!r} must be 'eos', 'mean' or 'first'")
-        if self.width % self.heads:
-            raise ModelFormatError(f"text.width {self.width} is not divisible by text.heads {self.heads}")
+        _check_layers(self, "text")
 
 
 @dataclass
