@@ -37,7 +37,9 @@ def cli(verbose: int) -> None:
       compact reference eval    evaluate the reference teacher per language
       compact eval MODEL        evaluate any CLIP (HF, open_clip, compact folder, your own) per language
       compact teachers          list the teacher adapters
-    Not built yet: distill, prune, quantize, export, bench, run.
+      compact distill run       distil a small multilingual student (recipes: compact distill recipes)
+      compact distill cache     precompute the teacher's embeddings once
+    Not built yet: prune, quantize, export, bench, run.
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
@@ -45,9 +47,10 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     from compact.cli import eval as eval_cmd
-    from compact.cli import reference, teachers
+    from compact.cli import distill, reference, teachers
 
     cli.add_command(reference.reference)
+    cli.add_command(distill.distill)
     cli.add_command(eval_cmd.eval_command)
     cli.add_command(teachers.teachers)
 

@@ -27,8 +27,29 @@ class StageBars:
         self(stage, done, total, None)
 
 
+class PlainBars(StageBars):
+    """For pipes and CI logs (no terminal): a plain line per stage at most every `every` seconds, and at the end."""
+
+    def __init__(self, every: float = 10.0):
+        self.every = every
+        self.last: dict[str, float] = {}
+
+    def __call__(self, stage: str, done: int, total: int, info: dict | None = None) -> None:
+        import time
+
+        now = time.monotonic()
+        if done < total and now - self.last.get(stage, -1e9) < self.every:
+            return
+        self.last[stage] = now
+        text = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (info or {}).items())
+        console.print(f"{escape(stage)}: {done}/{total} {escape(text)}", highlight=False)
+
+
 @contextlib.contextmanager
 def stage_bars() -> Iterator[StageBars]:
+    if not console.is_terminal:
+        yield PlainBars()
+        return
     columns = (TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=False) as progress:

@@ -91,7 +91,10 @@ def evaluate(model: DualEncoder, data: EvalData, cfg: EvalConfig = EvalConfig(),
             report["retrieval"][lang] = metrics.retrieval_metrics(img, txt, [i for i, _ in pairs], cfg.ks)
         view = data.classification
         if view is not None and lang in view.class_names:
-            prompt_embs = [embed_texts(model, p, cfg.batch_size, cfg.device) for p in view.prompts[lang]]
+            # Every class's prompts in one batched pass, then split back per class.
+            flat = [t for p in view.prompts[lang] for t in p]
+            embs = embed_texts(model, flat, cfg.batch_size, cfg.device)
+            prompt_embs = list(torch.split(embs, [len(p) for p in view.prompts[lang]]))
             report["zero_shot"][lang] = metrics.zero_shot_accuracy(img, metrics.class_embeddings(prompt_embs),
                                                                    view.labels)
             if progress:

@@ -66,6 +66,13 @@ class TeacherTrainConfig:
     # Share of batches drawn from groups that share colour, position and background: only count, size and
     # shape tell their captions apart (hard negatives by batch composition; see _BatchSampler).
     hard_batch_frac: float = 0.0  # off by default: it did not raise val zero-shot within 700 steps here
+    # Curriculum over caption detail. Full captions can be told apart in a batch by colour, count, position
+    # and background alone, so shape was learned far too slowly (29% zero-shot after 600 steps). Batches whose
+    # captions are only the class name ("red star") force shape; the first `name_phase_frac` of the steps uses
+    # them only, and afterwards `name_batch_frac` of the batches still do. Measured on val, 500 steps:
+    # 80% with the curriculum against 29% without.
+    name_phase_frac: float = 0.4
+    name_batch_frac: float = 0.3
     target_val_zero_shot: float = 0.93  # stop once English zero-shot on the val split reaches this
     val_every: int = 100  # steps
     seed: int = 0
@@ -133,6 +140,19 @@ class _BatchSampler:
         return pool[torch.randperm(len(pool), generator=g)[: self.batch_size]]
 
 
+def _multi_positive_clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
+                              tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE, where pairs with identical captions are all positives (split evenly).
+
+    open_clip's ClipLoss treats a repeated caption as a negative of itself; with class-name batches (36 names in
+    a batch of 256) that would be most of the batch.
+    """
+    same = (tokens[:, None, :] == tokens[None, :, :]).all(-1).float()
+    targets = same / same.sum(1, keepdim=True)
+    logits = scale * img @ txt.T
+    return 0.5 * (-(targets * logits.log_softmax(1)).sum(1).mean() - (targets * logits.T.log_softmax(1)).sum(1).mean())
+
+
 def _val_zero_shot(model, tokenizer, data_dir: Path, arch: TeacherArch, limit: int = 1000) -> float:
     """English zero-shot top-1 on (a prefix of) the val split, through the same eval code as `compact eval`."""
     from compact.data.reference.dataset import reference_eval_data
@@ -153,13 +173,14 @@ def train_teacher(data_dir: Path, out: Path, cfg: TeacherTrainConfig, work_dir: 
     Stops at `max_steps` or as soon as English zero-shot on the val split reaches `target_val_zero_shot`.
     Checkpoints go to `work_dir` (default: next to `out`), so a killed build resumes where it stopped.
     """
-    import open_clip
-
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model, tokenizer = build_model(cfg.arch)
     images, records = load_split(data_dir, "train")
     texts = tokenizer([r["captions"]["en"] for r in records])
+    from compact.data.reference.captions import class_name
+
+    names = tokenizer([class_name(r["scene"]["main"]["colour"], r["scene"]["main"]["shape"], "en") for r in records])
     pixels_u8 = torch.from_numpy(np.ascontiguousarray(images))
     pre = preprocess_cfg(cfg.arch)
     keys = [(r["scene"]["main"]["colour"], r["scene"]["position"], r["scene"]["pattern"], r["scene"]["background"])
@@ -170,7 +191,6 @@ def train_teacher(data_dir: Path, out: Path, cfg: TeacherTrainConfig, work_dir: 
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    loss_fn = open_clip.ClipLoss()
     work_dir = Path(work_dir or Path(out).parent / f".{Path(out).name}.work")
     ckpt = work_dir / "checkpoint"
     step, curve, val_curve, elapsed = 0, [], [], 0.0
@@ -188,9 +208,12 @@ def train_teacher(data_dir: Path, out: Path, cfg: TeacherTrainConfig, work_dir: 
         idx = sampler(step)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, total, cfg)
+        g = torch.Generator().manual_seed(cfg.seed * 7_919 + step)
+        use_names = step < int(total * cfg.name_phase_frac) or torch.rand(1, generator=g).item() < cfg.name_batch_frac
+        batch_text = (names if use_names else texts)[idx]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-            img_f, txt_f, scale = model(normalize_uint8(pixels_u8[idx], pre), texts[idx])
-        loss = loss_fn(img_f.float(), txt_f.float(), scale.float())
+            img_f, txt_f, scale = model(normalize_uint8(pixels_u8[idx], pre), batch_text)[:3]
+        loss = _multi_positive_clip_loss(img_f.float(), txt_f.float(), scale.float(), batch_text)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

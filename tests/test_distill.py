@@ -1,0 +1,301 @@
+"""Distillation end to end on the --quick reference: students, tokenizers, cache, resume, DDP, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from compact.cli.main import cli
+from compact.distill.recipe import DistillRecipe, StageConfig, StudentSpec, TextSpec, TokenizerSpec, VisionSpec, \
+    load_recipe
+from compact.distill.trainer import DistillOptions, run_distill
+from compact.errors import CompactError, DataError
+from compact.models.folder import load_model
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_recipe(**kw) -> DistillRecipe:
+    base = DistillRecipe(
+        teacher="reference-quick", data="reference-quick", langs=["en", "de", "zh", "ar"],
+        student=StudentSpec(vision=VisionSpec(width=64, depth=2, heads=2, mlp_dim=128),
+                            text=TextSpec(width=64, depth=2, heads=2, mlp_dim=128),
+                            tokenizer=TokenizerSpec(kind="trimmed", context_length=48)),
+        stages=[StageConfig(name="text", steps=12, batch_size=32, losses={"feature_cosine": 1.0}),
+                StageConfig(name="align", steps=6, batch_size=32, lr=5e-4,
+                            losses={"affinity": 1.0, "contrastive": 0.5, "feature_cosine": 1.0})],
+        val_every=0, val_limit=50, checkpoint_every=5, bf16=False)
+    return replace(base, **kw)
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_shipped_recipes_validate():
+    from compact.distill.recipe import shipped_recipes
+
+    names = shipped_recipes()
+    assert {"reference", "reference-quick"} <= set(names)
+    for name in names:
+        r = load_recipe(name)
+        assert r.stages and r.langs
+
+
+def test_quick_recipe_trains_a_fifth_size_student(quick_reference, tmp_path):
+    rep = run_distill(load_recipe("reference-quick"), DistillOptions(out=tmp_path / "s"))
+    p, tp = rep["student"]["parameters"], rep["teacher"]["parameters"]
+    assert p["total"] <= tp["total"] / 5 and rep["param_ratio"] <= 0.2
+    assert p["image"] + p["text"] < p["total"] + 2  # logit scale is the only other parameter
+    tok = rep["student"]["tokenizer"]
+    assert tok["vocab_before"] == 49408 and tok["vocab_after"] < 2000
+    assert set(rep["eval"]["student"]["zero_shot"]) == {"en", "de", "zh", "ar"}
+    assert 0 <= rep["eval"]["student"]["agreement"]["image_cos"] <= 1
+    assert set(rep["loss_curves"]) == {"text", "vision", "align"}
+    # The text stage learns: its loss falls.
+    curve = rep["loss_curves"]["text"]
+    assert curve[-1][1] < curve[0][1]
+    m = load_model(tmp_path / "s")
+    assert m.languages == ("en", "de", "zh", "ar")
+    assert json.loads((tmp_path / "s" / "report.json").read_text())["param_ratio"] == rep["param_ratio"]
+
+
+@pytest.mark.parametrize("kind", ["trimmed", "trained", "bytes"])
+def test_each_tokenizer_gives_a_working_student(quick_reference, tmp_path, kind):
+    """After a short text stage, every language's translation lands nearer the teacher's English embedding."""
+    from compact.distill.trainer import Distiller
+
+    ctx = 160 if kind == "bytes" else 48
+    r = tiny_recipe(student=replace(tiny_recipe().student, tokenizer=TokenizerSpec(kind=kind, context_length=ctx,
+                                                                                   vocab_size=800)),
+                    stages=[StageConfig(name="text", steps=40, batch_size=64, lr=3e-3,
+                                        losses={"feature_cosine": 1.0})])
+    d = Distiller(r, DistillOptions(out=tmp_path / kind))
+    d.setup()
+
+    def text_cos():
+        par = d.parallel
+        idx = list(range(0, len(par), max(1, len(par) // 256)))
+        with torch.no_grad():
+            s = d.student.embed_texts([par.text[i] for i in idx])
+            t = d.targets.text([par.en[i] for i in idx])
+        return torch.nn.functional.cosine_similarity(s, t).mean().item()
+
+    before = text_cos()
+    d.train()
+    after = text_cos()
+    assert after > before + 0.2, (kind, before, after)
+    assert after > 0.5
+    rep = d.tok.report
+    assert rep["kind"] == kind
+    if kind == "bytes":
+        assert rep["vocab_after"] == 259
+    elif kind == "trained":
+        assert rep["vocab_after"] <= 800
+    else:
+        assert rep["vocab_before"] == 49408 and rep["vocab_after"] < 2000
+    assert rep["truncated_share"] == 0.0
+
+
+def test_trim_keeps_every_token_real_multilingual_text():
+    """wordfreq's real word lists in 10 languages/scripts: the trimmed tokenizer gives the very same tokens."""
+    wordfreq = pytest.importorskip("wordfreq")
+    from compact.models.hf_tokenizers import clip_bpe_tokenizer, trim_tokenizer
+
+    tok = clip_bpe_tokenizer()
+    corpus = []
+    for lang in ("en", "de", "fr", "es", "ru", "zh", "ja", "ar", "ko", "hi"):
+        words = wordfreq.top_n_list(lang, 400)
+        corpus += words + [" ".join(words[i:i + 8]) for i in range(0, len(words), 8)]
+    res = trim_tokenizer(tok, corpus)
+    assert res.vocab_after < res.vocab_before
+    for text in corpus:
+        got = [res.old_ids[i] for i in res.tokenizer.encode(text, add_special_tokens=False).ids]
+        assert got == tok.encode(text, add_special_tokens=False).ids, text
+    # Unseen text still encodes (byte fallback), never to an unknown token.
+    ids = res.tokenizer.encode("xylophone quokka Ωμέγα", add_special_tokens=False).ids
+    assert ids and all(0 <= i < res.vocab_after for i in ids)
+
+
+def test_cache_matches_online_teacher_and_is_checked(quick_reference, tmp_path):
+    from compact.distill.cache import CacheConfig, TeacherCache, build_cache, data_fingerprint
+    from compact.distill.trainer import Distiller, _open_data, _parallel
+    from compact.models.teachers import load_teacher
+
+    r = tiny_recipe()
+    teacher = load_teacher(r.teacher)
+    train, _ = _open_data(r)
+    par = _parallel(r, train).only(r.langs)
+    texts = list(dict.fromkeys(par.en + [c for _, c in train.pairs["en"]]))
+    m = build_cache(teacher, train, texts, tmp_path / "cache", CacheConfig(shard_size=1024))
+    assert m["n_images"] == len(train.images) and len(m["done"]["img"]) == 3
+    cache = TeacherCache(tmp_path / "cache")
+    idx = torch.tensor([0, 5, 2999])
+    want = teacher.embed_images([train.images.load(int(i)) for i in idx])
+    assert torch.allclose(cache.image(idx), want, atol=1e-5)
+    # Training with the cache gives the same student as with the online teacher.
+    a = run_distill(r, DistillOptions(out=tmp_path / "online"))
+    b = run_distill(r, DistillOptions(out=tmp_path / "cached", cache=tmp_path / "cache"))
+    wa, wb = _weights(tmp_path / "online"), _weights(tmp_path / "cached")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
+    assert a["param_ratio"] == b["param_ratio"]
+    # A cache from another teacher is refused by hash.
+    with pytest.raises(DataError, match="different teacher"):
+        cache.check("0000000000000000", data_fingerprint(train, texts))
+    other = tmp_path / "other"
+    torch.manual_seed(1)
+    d = run_distill  # noqa: F841
+    from compact.models.folder import save_model
+
+    save_model(load_model(tmp_path / "online"), other)  # a different "teacher": the student itself
+    with pytest.raises(DataError, match="different teacher"):
+        run_distill(replace(r, teacher=str(other)), DistillOptions(out=tmp_path / "x", cache=tmp_path / "cache"))
+
+
+def test_cache_resumes_after_interruption(quick_reference, tmp_path):
+    from compact.distill.cache import CacheConfig, build_cache
+    from compact.distill.trainer import _open_data
+    from compact.models.teachers import load_teacher
+
+    teacher = load_teacher("reference-quick")
+    train, _ = _open_data(tiny_recipe())
+    calls = []
+
+    def boom(what, done, total):
+        calls.append(done)
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(teacher, train, ["a red circle"], tmp_path / "c", CacheConfig(shard_size=1024), progress=boom)
+    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert m["done"]["img"] == [0, 1]
+    seen = []
+    build_cache(teacher, train, ["a red circle"], tmp_path / "c", CacheConfig(shard_size=1024),
+                progress=lambda w, d, t: seen.append(d))
+    assert seen == [3, 4]  # only the missing image shard and the text shard
+
+
+def test_resume_after_kill9_gives_same_weights(quick_reference, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("""
+teacher: reference-quick
+data: reference-quick
+langs: [en, de]
+bf16: false
+student:
+  vision: {width: 64, depth: 2, heads: 2, mlp_dim: 128}
+  text: {width: 64, depth: 2, heads: 2, mlp_dim: 128}
+  tokenizer: {kind: trimmed, context_length: 48}
+stages:
+  - {name: text, steps: 60, batch_size: 32, losses: {feature_cosine: 1.0}}
+  - {name: align, steps: 20, batch_size: 32, losses: {affinity: 1.0, feature_cosine: 1.0}}
+val_every: 0
+checkpoint_every: 10
+""")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    base = [sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe)]
+    subprocess.run(base + ["-o", str(tmp_path / "full")], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(base + ["-o", str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state = tmp_path / ".killed.work" / "checkpoint" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if state.is_file() and json.loads(state.read_text())["step"] >= 30:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed").exists()  # nothing half-written
+    r = subprocess.run(base + ["-o", str(tmp_path / "killed"), "--resume"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    wa, wb = _weights(tmp_path / "full"), _weights(tmp_path / "killed")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-5), k
+
+
+def test_torchrun_two_ranks_matches_single_process(quick_reference, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("""
+teacher: reference-quick
+data: reference-quick
+langs: [en, zh]
+bf16: false
+student:
+  vision: {width: 64, depth: 2, heads: 2, mlp_dim: 128}
+  text: {width: 64, depth: 2, heads: 2, mlp_dim: 128}
+  tokenizer: {kind: trimmed, context_length: 48}
+stages:
+  - {name: text, steps: 8, batch_size: 32, losses: {feature_cosine: 1.0}}
+  - {name: align, steps: 6, batch_size: 32, losses: {contrastive: 1.0, affinity: 1.0, feature_cosine: 1.0}}
+val_every: 0
+checkpoint_every: 100
+""")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    single = subprocess.run([sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe), "-o",
+                             str(tmp_path / "one")], env=env, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                          "-m", "compact.cli.main", "distill", "run", str(recipe), "-o", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    wa, wb = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    worst = max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    assert worst < 1e-4, worst
+    assert json.loads((tmp_path / "two" / "report.json").read_text())["world_size"] == 2
+
+
+# ---- bad input -------------------------------------------------------------------------------------------------
+
+def test_parallel_row_missing_translation(tmp_path):
+    from compact.distill.data import parallel_from_tsv
+
+    f = tmp_path / "p.tsv"
+    f.write_text("en\ttext\tlang\na red circle\tein roter Kreis\tde\ntwo stars\t\tde\n")
+    with pytest.raises(DataError, match=r"line 3: the translation is missing"):
+        parallel_from_tsv(f)
+    r = CliRunner().invoke(cli, ["distill", "run", "reference-quick", "-o", str(tmp_path / "o"), "--parallel", str(f)])
+    assert r.exit_code != 0
+
+
+def test_language_without_data(quick_reference, tmp_path):
+    r = CliRunner().invoke(cli, ["distill", "run", "reference-quick", "-o", str(tmp_path / "o"), "--langs", "en,sw"])
+    assert r.exit_code == 1
+    assert "sw" in r.output and "no parallel text" in r.output and "Traceback" not in r.output
+
+
+def test_student_dims_that_cannot_inherit(quick_reference, tmp_path):
+    rec = tiny_recipe(student=replace(tiny_recipe().student, vision=VisionSpec(width=192, depth=2, heads=4,
+                                                                                mlp_dim=128, patch_size=16)))
+    with pytest.raises(CompactError) as e:
+        run_distill(rec, DistillOptions(out=tmp_path / "o"))
+    msg = str(e.value)
+    assert "vision.patch_size 16 != teacher 8" in msg and "vision.width 192 > teacher" in msg
+    assert "head dim 48" in msg
+
+
+def test_recipe_unknown_key_names_line(tmp_path):
+    f = tmp_path / "r.yaml"
+    f.write_text("teacher: reference\nstudent:\n  vision:\n    widht: 64\n")
+    r = CliRunner().invoke(cli, ["distill", "run", str(f), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1
+    assert "unknown key" in r.output and "widht" in r.output and "line 4" in r.output
+
+
+def test_output_exists_needs_overwrite(quick_reference, tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "x").write_text("keep me")
+    r = CliRunner().invoke(cli, ["distill", "run", "reference-quick", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "--overwrite" in r.output
+    assert (tmp_path / "o" / "x").read_text() == "keep me"
