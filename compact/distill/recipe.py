@@ -45,7 +45,7 @@ class StageConfig:
 @dataclass
 class TokenizerSpec:
     kind: str = "trimmed"  # trimmed | trained | bytes
-    context_length: int = 64
+    context_length: Optional[int] = None  # None: the longest corpus text, rounded up to a multiple of 8
     vocab_size: int = 4000  # trained only
 
 

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 from compact.errors import CompactError
@@ -18,7 +18,7 @@ from compact.models.tokenizer import Tokenizer
 @dataclass(frozen=True)
 class TokenizerConfig:
     kind: str = "trimmed"
-    context_length: int = 64
+    context_length: Optional[int] = None  # None: fit the corpus (see `auto_context`)
     vocab_size: int = 4000  # "trained" only
 
 
@@ -48,8 +48,11 @@ def build_student_tokenizer(cfg: TokenizerConfig, corpus: Sequence[str], teacher
         raise CompactError(f"unknown tokenizer kind {cfg.kind!r}; choose one of {sorted(STUDENT_TOKENIZERS)}")
     if not corpus:
         raise CompactError("the tokenizer corpus is empty; the recipe's text data has no rows")
-    built = STUDENT_TOKENIZERS[cfg.kind](cfg, corpus, teacher)
+    built = STUDENT_TOKENIZERS[cfg.kind](replace(cfg, context_length=cfg.context_length or 4096), corpus, teacher)
     lengths = [len(built.tokenizer.encode(t)) for t in corpus]
+    if not cfg.context_length:
+        built.tokenizer.context_length = auto_context(lengths)
+        cfg = replace(cfg, context_length=built.tokenizer.context_length)
     built.report.update({
         "kind": cfg.kind,
         "vocab_after": built.tokenizer.vocab_size,
@@ -59,6 +62,13 @@ def build_student_tokenizer(cfg: TokenizerConfig, corpus: Sequence[str], teacher
         "truncated_share": round(sum(n > cfg.context_length for n in lengths) / len(lengths), 4),
     })
     return built
+
+
+def auto_context(lengths: Sequence[int], multiple: int = 8) -> int:
+    """The longest corpus text, rounded up to a multiple of 8: nothing the corpus holds is truncated, and the
+    text tower's position table is no longer than it needs to be (bytes need ~3x more than BPE for CJK)."""
+    longest = max(lengths)
+    return int(-(-longest // multiple) * multiple)
 
 
 def list_student_tokenizers() -> list[str]:
