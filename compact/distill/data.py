@@ -72,7 +72,7 @@ def parallel_from_tsv(path: Path) -> ParallelText:
             raise DataError(f"{path} is missing column(s) {missing}; it needs a header with en, text (or "
                             f"translation) and lang; it has {sorted(cols)}")
         for i, row in enumerate(reader, start=2):
-            en, text, lang = (row.get(c) or "").strip(), (row.get(tcol) or "").strip(), (row.get("lang") or "").strip()
+            en, text, lang = ((row.get(k) or "").strip() for k in ("en", tcol, "lang"))
             if not en:
                 raise _row_error(path, i, "the English caption is missing")
             if not text:
