@@ -80,3 +80,12 @@ def test_bad_plans_name_the_problem():
         slice_model(m, SlicePlan(vision=TowerPlan(layers=[0, 1], heads={0: []})))
     with pytest.raises(CompactError, match="every layer"):
         slice_model(m, SlicePlan(text=TowerPlan(layers=[])))
+
+
+def test_dynamic_padding_is_exact():
+    m = tiny_compact()
+    tb = m.tokenize(["a red circle", "zwei Sterne", "圆形"])
+    short = tb.trimmed()
+    assert short.ids.shape[1] == int(tb.mask.sum(1).max()) < tb.ids.shape[1]
+    with torch.no_grad():
+        assert torch.allclose(m.encode_text(short.ids, short.mask), m.encode_text(tb.ids, tb.mask), atol=1e-6)

@@ -174,7 +174,7 @@ class Distiller:
             idx = torch.randint(0, len(self.parallel), (B,), generator=g)
             mine = idx[self.rank::self.world]
             order = torch.cat([idx[r::self.world] for r in range(self.world)])  # see below
-            tb = self.student.tokenize([self.parallel.text[i] for i in mine])
+            tb = self.student.tokenize([self.parallel.text[i] for i in mine]).trimmed()
             out.update(ids=tb.ids, mask=tb.mask, t_txt=self.targets.text([self.parallel.en[i] for i in order]))
             return out
         assert self.images is not None
@@ -190,7 +190,7 @@ class Distiller:
             li = torch.randint(0, len(langs), (B,), generator=g)
             li_mine = li[self.rank::self.world]
             caps = [self.images.captions[langs[j]][i] for i, j in zip(mine.tolist(), li_mine.tolist())]
-            tb = self.student.tokenize(caps)
+            tb = self.student.tokenize(caps).trimmed()
             out.update(ids=tb.ids, mask=tb.mask,
                        t_txt=self.targets.text([self.images.captions[self.images.pivot][i] for i in order.tolist()]))
         return out

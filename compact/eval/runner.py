@@ -63,6 +63,8 @@ def embed_texts(model: DualEncoder, texts: Sequence[str], batch_size: int, devic
     out = []
     for start in range(0, len(texts), batch_size):
         tb = model.tokenize(texts[start:start + batch_size])
+        if model.variable_length_text:
+            tb = tb.trimmed()
         out.append(model.encode_text(tb.ids.to(device), tb.mask.to(device)).float().cpu())
         if progress:
             progress(stage, min(len(texts), start + batch_size), len(texts))

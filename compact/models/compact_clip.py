@@ -26,10 +26,10 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(width, 3 * inner)
         self.out = nn.Linear(inner, width)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, nh, T, hs)
         return self.out(y.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))
 
 
@@ -50,8 +50,8 @@ class Block(nn.Module):
         self.fc2 = nn.Linear(mlp_dim, width)
         self.act = ACTS[act]
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), attn_mask)
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), causal)
         return x + self.fc2(self.act(self.fc1(self.ln2(x))))
 
 
@@ -104,11 +104,11 @@ class TextTransformer(nn.Module):
         T = ids.shape[1]
         x = self.tok(ids) + self.pos[:, :T]
         keep = mask.bool()
-        # Causal attention restricted to real tokens, as in CLIP; (B, 1, T, T) boolean, True = attend.
-        causal = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril()
-        attn_mask = causal[None, None] & keep[:, None, None, :]
+        # Causal attention, as in CLIP. Padding sits after the last real token, and under a causal mask no real
+        # token can see a later position, so no padding mask is needed: the fused causal kernel is exact and
+        # several times faster than an explicit (B, 1, T, T) mask.
         for blk in self.blocks:
-            x = blk(x, attn_mask)
+            x = blk(x, causal=True)
         x = self.ln_final(x)
         if self.cfg.pooling == "mean":
             w = keep.unsqueeze(-1).to(x.dtype)
@@ -125,6 +125,8 @@ VISION_TOWERS = {"vit": VisionTransformer, "timm": TimmVision}
 
 
 class CompactCLIP(DualEncoder):
+    variable_length_text = True  # causal + padding mask, positions sliced to the batch length
+
     def __init__(self, cfg: ModelConfig, tokenizer, preprocess_cfg: PreprocessConfig | None = None,
                  languages: tuple[str, ...] | None = None):
         super().__init__()

@@ -17,6 +17,12 @@ class TokenBatch:
     ids: torch.Tensor  # (B, L) int64
     mask: torch.Tensor  # (B, L) int64, 1 for real tokens
 
+    def trimmed(self) -> "TokenBatch":
+        """Cut the padding columns every row has (dynamic padding). Only for towers that accept any length up
+        to their context (compact's own); open_clip's text tower needs the full context."""
+        n = int(self.mask.sum(1).max().item()) if self.mask.numel() else 0
+        return TokenBatch(self.ids[:, : max(n, 1)], self.mask[:, : max(n, 1)])
+
 
 def check_texts(texts: Sequence[str]) -> list[str]:
     texts = list(texts)
@@ -38,6 +44,9 @@ class DualEncoder(nn.Module):
     preprocess_cfg: PreprocessConfig
     languages: tuple[str, ...] | None = None
 
+    # True when encode_text accepts batches shorter than the context (padding can be trimmed per batch).
+    variable_length_text: bool = False
+
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
         raise NotImplementedError
 
@@ -58,6 +67,8 @@ class DualEncoder(nn.Module):
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         batch = self.tokenize(check_texts(texts))
+        if self.variable_length_text:
+            batch = batch.trimmed()
         return self.encode_text(batch.ids, batch.mask)
 
     @torch.no_grad()
