@@ -39,7 +39,8 @@ def cli(verbose: int) -> None:
       compact teachers          list the teacher adapters
       compact distill run       distil a small multilingual student (recipes: compact distill recipes)
       compact distill cache     precompute the teacher's embeddings once
-    Not built yet: prune, quantize, export, bench, run.
+      compact prune MODEL       structured pruning (heads, FFN neurons, layers, vocabulary), real smaller tensors
+    Not built yet: quantize, export, bench, run.
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
@@ -47,10 +48,11 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     from compact.cli import eval as eval_cmd
-    from compact.cli import distill, reference, teachers
+    from compact.cli import distill, prune, reference, teachers
 
     cli.add_command(reference.reference)
     cli.add_command(distill.distill)
+    cli.add_command(prune.prune)
     cli.add_command(eval_cmd.eval_command)
     cli.add_command(teachers.teachers)
 

@@ -38,7 +38,8 @@ class PlainBars(StageBars):
         import time
 
         now = time.monotonic()
-        if done < total and now - self.last.get(stage, -1e9) < self.every:
+        important = any(k.startswith("val") for k in (info or {}))  # validation results always print
+        if done < total and not important and now - self.last.get(stage, -1e9) < self.every:
             return
         self.last[stage] = now
         text = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (info or {}).items())

@@ -88,6 +88,8 @@ class DistillRecipe:
     parallel: list[str] = field(default_factory=list)  # extra parallel-text TSVs for the text stage
     langs: list[str] = field(default_factory=lambda: list(LANGS))
     student: StudentSpec = field(default_factory=StudentSpec)
+    # Start from this compact model folder instead of building a student (e.g. recovery after pruning).
+    student_init: Optional[str] = None
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
     seed: int = 0
     bf16: bool = True  # bf16 autocast where the CPU/GPU supports it

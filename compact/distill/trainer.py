@@ -143,11 +143,14 @@ class Distiller:
         self.parallel = _parallel(r, self.train_data)
         self.parallel.check_langs(r.langs)
         self.parallel = self.parallel.only(r.langs)
-        corpus = list(dict.fromkeys(self.parallel.text + self.parallel.en))
-        spec = r.student.tokenizer
-        self.tok = build_student_tokenizer(TokenizerConfig(spec.kind, spec.context_length, spec.vocab_size), corpus,
-                                           self.teacher)
-        self.student, self.student_report = build_student(r.student, self.tok, self.teacher, r.langs, r.seed)
+        if r.student_init:
+            self._init_from(Path(r.student_init))
+        else:
+            corpus = list(dict.fromkeys(self.parallel.text + self.parallel.en))
+            spec = r.student.tokenizer
+            self.tok = build_student_tokenizer(TokenizerConfig(spec.kind, spec.context_length, spec.vocab_size),
+                                               corpus, self.teacher)
+            self.student, self.student_report = build_student(r.student, self.tok, self.teacher, r.langs, r.seed)
         needs_images = any(s.name in ("vision", "align") for s in r.stages)
         self.images: Optional[ImageCaptionSet] = None
         if needs_images:
@@ -155,6 +158,20 @@ class Distiller:
         texts = list(dict.fromkeys(self.parallel.en + (self.images.captions[self.images.pivot] if self.images else [])))
         self.targets = self._targets(texts)
         self.setup_seconds = time.perf_counter() - t0
+
+    def _init_from(self, path: Path) -> None:
+        from compact.distill.tokenizers import StudentTokenizer
+        from compact.models.folder import load_model
+
+        self.student = load_model(path)
+        self.student.languages = tuple(self.recipe.langs)
+        t = self.student.tokenizer
+        self.tok = StudentTokenizer(t, None, {"kind": f"from {path}", "vocab_before": None,
+                                              "vocab_after": t.vocab_size, "context_length": t.context_length})
+        self.student_report = {"inherited": [f"all (student_init {path})"], "layers": {},
+                               "parameters": {"image": count_parameters(self.student.visual),
+                                              "text": count_parameters(self.student.text),
+                                              "total": count_parameters(self.student)}}
 
     def _targets(self, texts):
         if self.opts.cache is None:

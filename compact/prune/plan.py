@@ -1,0 +1,143 @@
+"""From importance scores and a target to a SlicePlan: which heads, FFN neurons, layers and vocabulary rows stay.
+
+One-shot, width first then depth (MoPE-CLIP's order): heads and FFN neurons are removed in order of
+score per parameter, lowest first, within caps that keep every layer usable; only if the target is still not
+met are whole layers removed, least important first. The vocabulary is trimmed to the tokens the target
+languages use when a corpus is given (the same trimming as the distillation student's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from compact.errors import CompactError
+from compact.models.compact_clip import count_parameters
+from compact.models.surgery import SlicePlan, TowerPlan
+from compact.prune.importance import Scores, towers
+
+GRANULARITIES = ("heads", "mlp", "layers")
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    keep_params: float = 0.5  # fraction of the model's parameters to keep
+    granularity: tuple[str, ...] = GRANULARITIES
+    min_heads: int = 1  # per layer
+    min_mlp_frac: float = 0.125  # per layer, of its FFN neurons
+    min_layers: int = 1  # per tower
+    prune_towers: tuple[str, ...] = ("vision", "text")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.keep_params <= 1:
+            raise CompactError(f"the target keeps {self.keep_params:.2%} of the parameters; give a fraction in (0, 1]")
+        bad = [g for g in self.granularity if g not in GRANULARITIES]
+        if bad:
+            raise CompactError(f"unknown granularity {bad}; choose from {GRANULARITIES}")
+        if self.min_heads < 1 or self.min_layers < 1:
+            raise CompactError("a target that removes every head of a layer, or every layer of a tower, leaves no "
+                               "model; min_heads and min_layers must be >= 1")
+
+
+@dataclass
+class PlanResult:
+    plan: SlicePlan
+    removed: dict = field(default_factory=dict)  # per tower, per layer: heads / neurons removed; layers removed
+    params_before: int = 0
+    params_after_estimate: int = 0
+
+
+def _block_params(cfg, i: int) -> int:
+    W, hd, H, M = cfg.width, cfg.dim_per_head, cfg.heads_at(i), cfg.mlp_at(i)
+    return 4 * W + (3 * H * hd * W + 3 * H * hd) + (H * hd * W + W) + (M * W + M) + (M * W + W)
+
+
+def build_plan(model, scores: Scores, cfg: PlanConfig, vocab: Optional[list[int]] = None) -> PlanResult:
+    total = count_parameters(model)
+    budget = int(total * cfg.keep_params)
+    saved = 0
+    if vocab is not None:
+        saved += (model.cfg.text.vocab_size - len(vocab)) * model.cfg.text.width
+    cands = []  # (score per parameter, tower, layer, kind, index, params)
+    keep_heads: dict = {}
+    keep_mlp: dict = {}
+    active = [t for t in towers(model) if t in cfg.prune_towers]
+    for tower in active:
+        tc = getattr(model.cfg, tower)
+        hd, W = tc.dim_per_head, tc.width
+        head_cost = 4 * hd * W + 3 * hd
+        mlp_cost = 2 * W + 1
+        for i in range(tc.depth):
+            keep_heads[(tower, i)] = set(range(tc.heads_at(i)))
+            keep_mlp[(tower, i)] = set(range(tc.mlp_at(i)))
+            hs, ms = scores.heads[tower][i].float(), scores.mlp[tower][i].float()
+            # Normalise per tower and kind so heads and neurons compete on the same scale.
+            hn = hs / (hs.abs().mean() + 1e-12)
+            mn = ms / (ms.abs().mean() + 1e-12)
+            if "heads" in cfg.granularity:
+                cands += [(float(hn[h]) / head_cost, tower, i, "head", h, head_cost) for h in range(len(hs))]
+            if "mlp" in cfg.granularity:
+                cands += [(float(mn[m]) / mlp_cost, tower, i, "mlp", m, mlp_cost) for m in range(len(ms))]
+    cands.sort(key=lambda c: c[0])
+    for _, tower, i, kind, idx, cost in cands:
+        if total - saved <= budget:
+            break
+        if kind == "head":
+            if len(keep_heads[(tower, i)]) <= cfg.min_heads:
+                continue
+            keep_heads[(tower, i)].discard(idx)
+        else:
+            tc = getattr(model.cfg, tower)
+            if len(keep_mlp[(tower, i)]) <= max(1, int(tc.mlp_at(i) * cfg.min_mlp_frac)):
+                continue
+            keep_mlp[(tower, i)].discard(idx)
+        saved += cost
+    layers_keep = {t: list(range(getattr(model.cfg, t).depth)) for t in ("vision", "text")}
+    if total - saved > budget and "layers" in cfg.granularity:
+        order = sorted(((float(scores.layers[t][i]) / max(1.0, float(scores.layers[t].abs().mean())), t, i)
+                        for t in active for i in range(getattr(model.cfg, t).depth)), key=lambda c: c[0])
+        for _, tower, i in order:
+            if total - saved <= budget:
+                break
+            if len(layers_keep[tower]) <= cfg.min_layers:
+                continue
+            tc = getattr(model.cfg, tower)
+            layers_keep[tower].remove(i)
+            hd, W = tc.dim_per_head, tc.width
+            kept_cost = (4 * W + len(keep_heads[(tower, i)]) * (4 * hd * W + 3 * hd) + W
+                         + len(keep_mlp[(tower, i)]) * (2 * W + 1) + W)
+            saved += kept_cost
+    if total - saved > budget:
+        raise CompactError(
+            f"cannot reach {cfg.keep_params:.0%} of the parameters ({budget:,}) with granularity "
+            f"{', '.join(cfg.granularity)} and the per-layer minimums (best: {total - saved:,}); add 'layers', "
+            "trim the vocabulary with --langs, or aim higher")
+    plan = SlicePlan(vocab=vocab)
+    removed: dict = {}
+    for tower in ("vision", "text"):
+        if tower not in active:
+            continue
+        tc = getattr(model.cfg, tower)
+        tp = TowerPlan(layers=layers_keep[tower])
+        removed[tower] = {"layers_removed": [i for i in range(tc.depth) if i not in layers_keep[tower]],
+                          "per_layer": {}}
+        for i in layers_keep[tower]:
+            kh, km = sorted(keep_heads[(tower, i)]), sorted(keep_mlp[(tower, i)])
+            if len(kh) < tc.heads_at(i):
+                tp.heads[i] = kh
+            if len(km) < tc.mlp_at(i):
+                tp.mlp[i] = km
+            removed[tower]["per_layer"][str(i)] = {"heads_removed": tc.heads_at(i) - len(kh),
+                                                   "mlp_removed": tc.mlp_at(i) - len(km)}
+        setattr(plan, tower, tp)
+    return PlanResult(plan, removed, total, total - saved)
+
+
+def scores_tensor_check(scores: Scores) -> None:
+    for kind in (scores.heads, scores.mlp):
+        for tower, per_layer in kind.items():
+            for t in per_layer:
+                if not torch.isfinite(t).all():
+                    raise CompactError(f"importance scores for {tower} contain NaN/inf; check the calibration data")

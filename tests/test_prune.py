@@ -1,0 +1,155 @@
+"""Structured pruning: every importance metric through the registry, plans that meet targets, real shrinking."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from compact.cli.main import cli
+from compact.errors import CompactError, DataError
+from compact.models.compact_clip import count_parameters
+from compact.models.surgery import slice_model
+from compact.prune.importance import Calibration, compute_importance, list_importance
+from compact.prune.plan import PlanConfig, build_plan
+from helpers import tiny_compact
+
+
+def _tiny_data(n=80, langs=("en", "de")):
+    """A small parallel EvalData with a classification view, from random images (scores only need to run)."""
+    import numpy as np
+
+    from compact.data.reference.dataset import ArrayImageSource
+    from compact.data.types import ClassificationView, EvalData
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, size=(n, 32, 32, 3), dtype=np.uint8)
+    pairs = {lg: [(i, f"{lg} caption {i % 7}") for i in range(n)] for lg in langs}
+    view = ClassificationView(labels=[i % 4 for i in range(n)], class_names={lg: ["a", "b", "c", "d"] for lg in langs},
+                              prompts={lg: [[f"{lg} {c}"] for c in "abcd"] for lg in langs})
+    return EvalData(name="tiny", images=ArrayImageSource(imgs, "t"), pairs=pairs, classification=view, parallel="en")
+
+
+TESTED = {"magnitude", "taylor", "mope"}
+
+
+def test_every_metric_is_tested():
+    assert set(list_importance()) == TESTED
+
+
+@pytest.mark.parametrize("name", sorted(TESTED))
+def test_metric_scores_every_unit(name):
+    m = tiny_compact()
+    s = compute_importance(name, m, Calibration(data=_tiny_data(), langs=("en", "de"), batch_size=32))
+    for tower in ("vision", "text"):
+        cfg = getattr(m.cfg, tower)
+        assert len(s.heads[tower]) == cfg.depth and len(s.mlp[tower]) == cfg.depth
+        assert s.heads[tower][0].shape == (cfg.heads_at(0),) and s.mlp[tower][0].shape == (cfg.mlp_at(0),)
+        assert s.layers[tower].shape == (cfg.depth,)
+        assert all(torch.isfinite(t).all() for t in s.heads[tower] + s.mlp[tower])
+    if name != "mope":  # magnitude/taylor are positive sums; mope drops can be 0 or negative
+        assert all((t >= 0).all() for t in s.heads["text"])
+
+
+def test_magnitude_ranks_a_zeroed_head_last():
+    m = tiny_compact()
+    hd = m.cfg.text.dim_per_head
+    with torch.no_grad():
+        m.text.blocks[0].attn.qkv.weight.view(3, 2, hd, 32)[:, 1] *= 0.01
+        m.text.blocks[0].attn.out.weight.view(32, 2, hd)[:, 1] *= 0.01
+    s = compute_importance("magnitude", m, Calibration())
+    assert s.heads["text"][0][1] < s.heads["text"][0][0] * 0.1
+
+
+def test_taylor_is_weight_times_gradient():
+    from compact.prune.importance._objective import calibration_batches, objective
+
+    m = tiny_compact()
+    calib = Calibration(data=_tiny_data(), batch_size=32)
+    s = compute_importance("taylor", m, calib)
+    m.zero_grad()
+    for batch in calibration_batches(m, calib):
+        objective(m, *batch).backward()
+    b = m.visual.blocks[1]
+    want = (b.fc1.weight * b.fc1.weight.grad).abs().sum(1) + (b.fc1.bias * b.fc1.bias.grad).abs() + \
+        (b.fc2.weight * b.fc2.weight.grad).abs().sum(0)
+    assert torch.allclose(s.mlp["vision"][1], want.detach(), rtol=1e-4, atol=1e-8)
+
+
+def test_mope_score_is_the_measured_drop(tmp_path):
+    from compact.prune.importance._objective import masked
+    from compact.prune.importance.mope import _metric
+
+    m = tiny_compact()
+    calib = Calibration(data=_tiny_data(), langs=("en",), cache_dir=str(tmp_path))
+    s = compute_importance("mope", m, calib)
+    base = _metric(m, calib)
+    with masked(m, "text", 1, "layer"):
+        dropped = _metric(m, calib)
+    assert s.layers["text"][1].item() == pytest.approx(base - dropped, abs=1e-6)
+    assert len(list(tmp_path.glob("mope-*.json"))) == 1  # cached
+    again = compute_importance("mope", m, calib)
+    assert torch.equal(again.layers["text"], s.layers["text"])
+
+
+def test_mope_needs_enough_calibration():
+    with pytest.raises(DataError, match="at least 72"):
+        compute_importance("mope", tiny_compact(), Calibration(data=_tiny_data(n=20)))
+
+
+def test_plan_meets_parameter_target_and_shrinks_tensors():
+    m = tiny_compact()
+    s = compute_importance("magnitude", m, Calibration())
+    res = build_plan(m, s, PlanConfig(keep_params=0.7, granularity=("heads", "mlp")))
+    small = slice_model(m, res.plan)
+    assert count_parameters(small) == res.params_after_estimate
+    assert count_parameters(small) <= 0.7 * count_parameters(m)
+    assert all(h >= 1 for h in (small.cfg.text.heads if isinstance(small.cfg.text.heads, list) else [small.cfg.text.heads]))
+    with torch.no_grad():
+        tb = small.tokenize(["a red circle"])
+        assert small.encode_text(tb.ids, tb.mask).shape == (1, 32)
+
+
+def test_plan_removes_layers_when_width_is_not_enough():
+    m = tiny_compact()
+    s = compute_importance("magnitude", m, Calibration())
+    res = build_plan(m, s, PlanConfig(keep_params=0.45))
+    small = slice_model(m, res.plan)
+    assert small.cfg.vision.depth + small.cfg.text.depth < 4
+    assert count_parameters(small) <= 0.45 * count_parameters(m)
+
+
+def test_impossible_targets_are_clear_errors():
+    m = tiny_compact()
+    s = compute_importance("magnitude", m, Calibration())
+    with pytest.raises(CompactError, match="cannot reach"):
+        build_plan(m, s, PlanConfig(keep_params=0.05, granularity=("heads",)))
+    with pytest.raises(CompactError, match="every head of a layer"):
+        PlanConfig(min_heads=0)
+
+
+def test_cli_prunes_reference_teacher_with_vocab(quick_reference, tmp_path):
+    r = CliRunner().invoke(cli, ["prune", "reference-quick", "-o", str(tmp_path / "p"), "--keep", "0.3", "--langs",
+                                 "en", "--calib", "reference-quick:val", "--eval-data", "reference-quick:test",
+                                 "--calib-limit", "200"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert rep["parameters"]["ratio"] <= 0.3
+    assert rep["vocab"]["after"] < 2000 and rep["vocab"]["before"] == 49408
+    assert rep["flops"]["after"]["image"] <= rep["flops"]["before"]["image"]
+    assert set(rep["eval"]) == {"before", "after_pruning"}
+    from compact.models.folder import load_model
+
+    p = load_model(tmp_path / "p")
+    assert p.cfg.text.vocab_size == rep["vocab"]["after"]
+
+
+def test_cli_unsupported_architecture(tmp_path):
+    import open_clip
+
+    m = open_clip.create_model("RN50", pretrained=None)
+    d = tmp_path / "rn"
+    d.mkdir()
+    r = CliRunner().invoke(cli, ["prune", "open_clip:RN50", "-o", str(tmp_path / "o"), "--eval-data", ""])
+    assert r.exit_code == 1 and "ModifiedResNet" in r.output and "Traceback" not in r.output
+    del m
