@@ -113,10 +113,12 @@ def test_plan_meets_parameter_target_and_shrinks_tensors():
 def test_plan_removes_layers_when_width_is_not_enough():
     m = tiny_compact()
     s = compute_importance("magnitude", m, Calibration())
-    res = build_plan(m, s, PlanConfig(keep_params=0.45))
+    res = build_plan(m, s, PlanConfig(keep_params=0.75, granularity=("layers",)))
     small = slice_model(m, res.plan)
     assert small.cfg.vision.depth + small.cfg.text.depth < 4
-    assert count_parameters(small) <= 0.45 * count_parameters(m)
+    assert count_parameters(small) == res.params_after_estimate <= 0.75 * count_parameters(m)
+    both = build_plan(m, s, PlanConfig(keep_params=0.5))  # width first, then depth
+    assert count_parameters(slice_model(m, both.plan)) <= 0.5 * count_parameters(m)
 
 
 def test_impossible_targets_are_clear_errors():
