@@ -133,13 +133,14 @@ def test_impossible_targets_are_clear_errors():
 def test_cli_prunes_reference_teacher_with_vocab(quick_reference, tmp_path):
     r = CliRunner().invoke(cli, ["prune", "reference-quick", "-o", str(tmp_path / "p"), "--keep", "0.3", "--langs",
                                  "en", "--calib", "reference-quick:val", "--eval-data", "reference-quick:test",
-                                 "--calib-limit", "200"])
+                                 "--calib-limit", "200", "--recover-steps", "3"])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "p" / "report.json").read_text())
     assert rep["parameters"]["ratio"] <= 0.3
     assert rep["vocab"]["after"] < 2000 and rep["vocab"]["before"] == 49408
     assert rep["flops"]["after"]["image"] <= rep["flops"]["before"]["image"]
-    assert set(rep["eval"]) == {"before", "after_pruning"}
+    assert set(rep["eval"]) == {"before", "after_pruning", "after_recovery"}
+    assert len(rep["recovery"]["loss_curve"]) >= 1
     from compact.models.folder import load_model
 
     p = load_model(tmp_path / "p")

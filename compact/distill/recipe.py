@@ -84,6 +84,7 @@ class StudentSpec:
 class DistillRecipe:
     teacher: str = "reference"
     data: str = "reference"  # training images + captions: "reference" or any source with a pivot language
+    train_limit: Optional[int] = None  # use only the first N training images (reference data)
     val_data: Optional[str] = None  # None: the reference val split (or no periodic validation for other data)
     parallel: list[str] = field(default_factory=list)  # extra parallel-text TSVs for the text stage
     langs: list[str] = field(default_factory=lambda: list(LANGS))

@@ -363,7 +363,7 @@ def _open_data(r: DistillRecipe):
         return reference_eval_data(path, split, limit)
 
     if r.data in ("reference", "reference-quick"):
-        train = ref(r.data, "train")
+        train = ref(r.data, "train", r.train_limit)
         val = ref(r.data, "val", r.val_limit) if r.val_data is None else open_eval_data(r.val_data)
         return train, val
     train = open_eval_data(r.data)
