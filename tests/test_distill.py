@@ -299,3 +299,44 @@ def test_output_exists_needs_overwrite(quick_reference, tmp_path):
     r = CliRunner().invoke(cli, ["distill", "run", "reference-quick", "-o", str(tmp_path / "o")])
     assert r.exit_code == 1 and "--overwrite" in r.output
     assert (tmp_path / "o" / "x").read_text() == "keep me"
+
+
+def test_captions_plus_translations_files(tmp_path):
+    from compact.distill.data import parallel_from_files
+
+    caps = tmp_path / "caps.csv"
+    caps.write_text("id,caption\n1,a red circle\n2,two blue stars\n")
+    tr = tmp_path / "tr.jsonl"
+    tr.write_text('{"id": 1, "lang": "de", "text": "ein roter Kreis"}\n{"id": 2, "lang": "zh", "text": "两颗蓝色的星"}\n')
+    par = parallel_from_files(caps, tr)
+    assert par.en == ["a red circle", "two blue stars"] and par.lang == ["de", "zh"]
+    tr.write_text('{"id": 1, "lang": "de", "text": ""}\n')
+    with pytest.raises(DataError, match="line 1: the translation is missing"):
+        parallel_from_files(caps, tr)
+    tr.write_text('{"id": 9, "lang": "de", "text": "x"}\n')
+    with pytest.raises(DataError, match="no English caption"):
+        parallel_from_files(caps, tr)
+
+
+def test_timm_student_and_epochs(tmp_path):
+    """A timm image tower with a projection head; the text tower still inherits; --epochs sets the steps."""
+    from compact.distill.student import build_student
+    from compact.distill.tokenizers import TokenizerConfig, build_student_tokenizer
+    from helpers import tiny_compact
+
+    teacher = tiny_compact()
+    tok = build_student_tokenizer(TokenizerConfig(kind="bytes"), ["a red circle", "两个红色的圆形"])
+    spec = StudentSpec(vision=VisionSpec(type="timm", timm_name="mobilenetv4_conv_small", image_size=32),
+                       text=TextSpec(width=32, depth=1, heads=2, mlp_dim=32), tokenizer=TokenizerSpec(kind="bytes"))
+    student, rep = build_student(spec, tok, teacher, ["en", "zh"])
+    assert rep["inherited"] == ["text"]
+    with torch.no_grad():
+        assert student.encode_image(torch.randn(2, 3, 32, 32)).shape == (2, 32)
+        # Inherited text weights: the one kept layer is the teacher's last (uniform spacing of 1 over 2).
+        assert torch.equal(student.text.blocks[0].fc2.bias, teacher.text.blocks[1].fc2.bias)
+    from compact.distill.trainer import Distiller
+
+    d = Distiller.__new__(Distiller)
+    d.opts = DistillOptions(out=tmp_path / "x", epochs=2.0)
+    d.parallel = type("P", (), {"__len__": lambda self: 1000})()
+    assert d.stage_steps(StageConfig(name="text", batch_size=256)) == 8

@@ -17,7 +17,7 @@ def distill() -> None:
     """Distil a small multilingual student (image + text towers) from a teacher."""
 
 
-def _recipe(recipe: str, teacher, data, tokenizer, langs, seed, parallel):
+def _recipe(recipe: str, teacher, data, tokenizer, langs, seed, parallel, captions=None, translations=None):
     from compact.distill.recipe import TokenizerSpec, load_recipe
 
     r = load_recipe(recipe)
@@ -33,6 +33,9 @@ def _recipe(recipe: str, teacher, data, tokenizer, langs, seed, parallel):
         r.seed = seed
     if parallel:
         r.parallel = list(r.parallel) + [str(p) for p in parallel]
+    if captions or translations:
+        r.captions_file = str(captions) if captions else None
+        r.translations_file = str(translations) if translations else None
     del TokenizerSpec
     return r
 
@@ -48,13 +51,19 @@ def _recipe(recipe: str, teacher, data, tokenizer, langs, seed, parallel):
 @click.option("--langs", default=None, help="Comma-separated target languages (overrides the recipe).")
 @click.option("--parallel", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Extra parallel-text TSV (columns en, text, lang); repeatable.")
+@click.option("--captions", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="English captions (CSV/TSV/JSONL with id, caption) for the text stage ...")
+@click.option("--translations", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="... and their translations (id, lang, text).")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Teacher-embedding cache from `compact distill cache` (default: run the teacher online).")
 @click.option("--seed", type=int, default=None)
 @click.option("--max-steps", type=int, default=None, help="Cap every stage at this many steps.")
+@click.option("--epochs", type=float, default=None, help="Train every stage for this many passes over its data.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint of an interrupted run.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
-def run(recipe, out, teacher, data, tokenizer, langs, parallel, cache, seed, max_steps, resume, overwrite) -> None:
+def run(recipe, out, teacher, data, tokenizer, langs, parallel, captions, translations, cache, seed, max_steps, epochs,
+        resume, overwrite) -> None:
     """Train a student with RECIPE (a YAML file or a shipped name, see `compact distill recipes`).
 
     \b
@@ -69,8 +78,10 @@ def run(recipe, out, teacher, data, tokenizer, langs, parallel, cache, seed, max
 
     if max_steps is not None and max_steps <= 0:
         raise CompactError("--max-steps must be >= 1")
-    r = _recipe(recipe, teacher, data, tokenizer, langs, seed, parallel)
-    opts = DistillOptions(out=out, cache=cache, resume=resume, overwrite=overwrite, max_steps=max_steps)
+    if epochs is not None and epochs <= 0:
+        raise CompactError("--epochs must be > 0")
+    r = _recipe(recipe, teacher, data, tokenizer, langs, seed, parallel, captions, translations)
+    opts = DistillOptions(out=out, cache=cache, resume=resume, overwrite=overwrite, max_steps=max_steps, epochs=epochs)
     with stage_bars() as bars:
         report = run_distill(r, opts, progress=bars)
     if "eval" not in report:
@@ -92,9 +103,11 @@ def run(recipe, out, teacher, data, tokenizer, langs, parallel, cache, seed, max
 @click.option("--data", default=None)
 @click.option("--langs", default=None)
 @click.option("--parallel", multiple=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--captions", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--translations", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--shard-size", type=int, default=4096, show_default=True)
 @click.option("--overwrite", is_flag=True)
-def cache(recipe, out, teacher, data, langs, parallel, shard_size, overwrite) -> None:
+def cache(recipe, out, teacher, data, langs, parallel, captions, translations, shard_size, overwrite) -> None:
     """Embed the recipe's training images and English texts with the teacher, once (sharded, resumable).
 
     Example: compact distill cache reference -o runs/teacher-cache
@@ -106,7 +119,7 @@ def cache(recipe, out, teacher, data, langs, parallel, shard_size, overwrite) ->
 
     if shard_size <= 0:
         raise CompactError("--shard-size must be >= 1")
-    r = _recipe(recipe, teacher, data, None, langs, None, parallel)
+    r = _recipe(recipe, teacher, data, None, langs, None, parallel, captions, translations)
     t = load_teacher(r.teacher)
     train, _ = _open_data(r)
     par = _parallel(r, train).only(r.langs)

@@ -21,6 +21,7 @@ class StageConfig:
 
     name: str = "text"
     steps: int = 500
+    epochs: Optional[float] = None  # if set, overrides steps: passes over the stage's data (parallel rows or images)
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -87,6 +88,8 @@ class DistillRecipe:
     train_limit: Optional[int] = None  # use only the first N training images (reference data)
     val_data: Optional[str] = None  # None: the reference val split (or no periodic validation for other data)
     parallel: list[str] = field(default_factory=list)  # extra parallel-text TSVs for the text stage
+    captions_file: Optional[str] = None  # English captions (id, caption) ...
+    translations_file: Optional[str] = None  # ... plus translations (id, lang, text): more parallel text
     langs: list[str] = field(default_factory=lambda: list(LANGS))
     student: StudentSpec = field(default_factory=StudentSpec)
     # Start from this compact model folder instead of building a student (e.g. recovery after pruning).

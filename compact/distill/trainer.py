@@ -48,6 +48,7 @@ class DistillOptions:
     resume: bool = False
     overwrite: bool = False
     max_steps: Optional[int] = None  # caps every stage's steps (smoke runs)
+    epochs: Optional[float] = None  # overrides every stage's steps with passes over its data
     device: str = "cpu"
     threads: int = 0  # 0: torch's default
     stop_after: Optional[int] = None  # testing: stop (as if killed) after this many global steps
@@ -224,6 +225,14 @@ class Distiller:
             params.append(self.student.log_logit_scale)
         return module, params
 
+    def stage_steps(self, stage: StageConfig) -> int:
+        epochs = self.opts.epochs if self.opts.epochs is not None else stage.epochs
+        steps = stage.steps
+        if epochs is not None:
+            n = len(self.parallel) if stage.name == "text" else len(self.images)
+            steps = max(1, math.ceil(epochs * n / stage.batch_size))
+        return min(steps, self.opts.max_steps or steps)
+
     def _restore(self) -> tuple[int, int, dict]:
         """(stage index, step, saved state) from the checkpoint; the student's weights are loaded here."""
         import json
@@ -255,7 +264,7 @@ class Distiller:
         for si, stage in enumerate(r.stages):
             if si < start_stage:
                 continue  # finished before the interruption; its weights are in the checkpoint
-            total = min(stage.steps, self.opts.max_steps or stage.steps)
+            total = self.stage_steps(stage)
             module, params = self._stage_modules(stage)
             decay = [p for p in params if p.ndim >= 2]
             no_decay = [p for p in params if p.ndim < 2]
@@ -377,6 +386,12 @@ def _parallel(r: DistillRecipe, train) -> ParallelText:
         par.extend(parallel_from_eval_data(train, r.langs))
     for path in r.parallel:
         par.extend(parallel_from_tsv(Path(path)))
+    if bool(r.captions_file) != bool(r.translations_file):
+        raise DataError("give both a captions file and a translations file (or neither)")
+    if r.captions_file:
+        from compact.distill.data import parallel_from_files
+
+        par.extend(parallel_from_files(Path(r.captions_file), Path(r.translations_file)))
     if not len(par):
         raise DataError("no parallel text: the training data has no pivot language and the recipe lists no "
                         "parallel files; add `parallel: [file.tsv]` (columns en, text, lang)")

@@ -83,7 +83,10 @@ class TimmVision(nn.Module):
         import timm
 
         self.backbone = timm.create_model(cfg.timm_name, pretrained=False, num_classes=0)
-        self.proj = nn.Linear(self.backbone.num_features, embed_dim, bias=False)
+        # With num_classes=0 timm returns pooled pre-logits features: `head_hidden_size` wide for models with a
+        # pre-logits head (MobileNetV4, EfficientViT, ...), else `num_features`.
+        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.proj = nn.Linear(width, embed_dim, bias=False)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.proj(self.backbone(pixels))
