@@ -36,6 +36,25 @@ def tiny_recipe(**kw) -> DistillRecipe:
     return replace(base, **kw)
 
 
+def _recipe_file(tmp_path: Path, langs: str, stages: str, checkpoint_every: int) -> Path:
+    """A fp32 tiny-student recipe on the quick reference, for the subprocess tests."""
+    f = tmp_path / "r.yaml"
+    f.write_text(f"""
+teacher: reference-quick
+data: reference-quick
+langs: {langs}
+bf16: false
+student:
+  vision: {{width: 64, depth: 2, heads: 2, mlp_dim: 128}}
+  text: {{width: 64, depth: 2, heads: 2, mlp_dim: 128}}
+  tokenizer: {{kind: trimmed}}
+stages:{stages}
+val_every: 0
+checkpoint_every: {checkpoint_every}
+""")
+    return f
+
+
 def _weights(path: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -187,22 +206,9 @@ def test_cache_resumes_after_interruption(quick_reference, tmp_path):
 
 
 def test_resume_after_kill9_gives_same_weights(quick_reference, tmp_path):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("""
-teacher: reference-quick
-data: reference-quick
-langs: [en, de]
-bf16: false
-student:
-  vision: {width: 64, depth: 2, heads: 2, mlp_dim: 128}
-  text: {width: 64, depth: 2, heads: 2, mlp_dim: 128}
-  tokenizer: {kind: trimmed}
-stages:
+    recipe = _recipe_file(tmp_path, "[en, de]", """
   - {name: text, steps: 60, batch_size: 32, losses: {feature_cosine: 1.0}}
-  - {name: align, steps: 20, batch_size: 32, losses: {affinity: 1.0, feature_cosine: 1.0}}
-val_every: 0
-checkpoint_every: 10
-""")
+  - {name: align, steps: 20, batch_size: 32, losses: {affinity: 1.0, feature_cosine: 1.0}}""", checkpoint_every=10)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     base = [sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe)]
     subprocess.run(base + ["-o", str(tmp_path / "full")], check=True, env=env, capture_output=True)
@@ -226,22 +232,10 @@ checkpoint_every: 10
 
 
 def test_torchrun_two_ranks_matches_single_process(quick_reference, tmp_path):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("""
-teacher: reference-quick
-data: reference-quick
-langs: [en, zh]
-bf16: false
-student:
-  vision: {width: 64, depth: 2, heads: 2, mlp_dim: 128}
-  text: {width: 64, depth: 2, heads: 2, mlp_dim: 128}
-  tokenizer: {kind: trimmed}
-stages:
+    recipe = _recipe_file(tmp_path, "[en, zh]", """
   - {name: text, steps: 8, batch_size: 32, losses: {feature_cosine: 1.0}}
-  - {name: align, steps: 6, batch_size: 32, losses: {contrastive: 1.0, affinity: 1.0, feature_cosine: 1.0}}
-val_every: 0
-checkpoint_every: 100
-""")
+  - {name: align, steps: 6, batch_size: 32, losses: {contrastive: 1.0, affinity: 1.0, feature_cosine: 1.0}}""",
+                          checkpoint_every=100)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     single = subprocess.run([sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe), "-o",
                              str(tmp_path / "one")], env=env, capture_output=True, text=True)

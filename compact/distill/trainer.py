@@ -34,6 +34,7 @@ from compact.models.compact_clip import CompactCLIP, count_parameters
 from compact.models.folder import save_model
 from compact.utils.checkpoint import load_checkpoint, save_checkpoint
 from compact.utils.io import check_output_dir
+from compact.utils.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +89,7 @@ def _gather_plain(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 
 def lr_at(step: int, stage: StageConfig, total: int) -> float:
-    warm = max(1, int(total * stage.warmup_frac))
-    if step < warm:
-        return stage.lr * (step + 1) / warm
-    t = (step - warm) / max(1, total - warm)
-    return stage.lr * 0.5 * (1 + math.cos(math.pi * t))
+    return warmup_cosine(step, total, stage.lr, stage.warmup_frac)
 
 
 def _generator(seed: int, stage: int, step: int) -> torch.Generator:

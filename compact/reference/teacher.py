@@ -22,6 +22,7 @@ from compact.data.reference.dataset import load_split
 from compact.models.preprocess import PreprocessConfig, normalize_uint8
 from compact.utils.checkpoint import load_checkpoint, save_checkpoint
 from compact.utils.io import atomic_dir
+from compact.utils.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,7 @@ def cpu_has_bf16() -> bool:
 
 
 def _lr_at(step: int, total: int, cfg: TeacherTrainConfig) -> float:
-    warm = max(1, int(total * cfg.warmup_frac))
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    t = (step - warm) / max(1, total - warm)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+    return warmup_cosine(step, total, cfg.lr, cfg.warmup_frac)
 
 
 class _BatchSampler:
