@@ -334,3 +334,19 @@ def test_timm_student_and_epochs(tmp_path):
     d.opts = DistillOptions(out=tmp_path / "x", epochs=2.0)
     d.parallel = type("P", (), {"__len__": lambda self: 1000})()
     assert d.stage_steps(StageConfig(name="text", batch_size=256)) == 8
+
+
+def test_cli_cache_and_recipes(quick_reference, tmp_path):
+    r = CliRunner().invoke(cli, ["distill", "cache", "reference-quick", "-o", str(tmp_path / "c"), "--langs", "en,de"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert m["n_images"] == 3000 and m["done"]["img"] == [0]
+    again = CliRunner().invoke(cli, ["distill", "cache", "reference-quick", "-o", str(tmp_path / "c"), "--langs",
+                                     "en,de"])
+    assert again.exit_code == 0  # complete: nothing to redo
+    # A shard size change makes it another cache: refused without --overwrite.
+    other = CliRunner().invoke(cli, ["distill", "cache", "reference-quick", "-o", str(tmp_path / "c"), "--langs",
+                                     "en,de", "--shard-size", "1000"])
+    assert other.exit_code == 1 and "--overwrite" in other.output
+    lst = CliRunner().invoke(cli, ["distill", "recipes"])
+    assert "reference-quick" in lst.output and "reference " in lst.output
