@@ -156,3 +156,10 @@ def test_cli_unsupported_architecture(tmp_path):
     r = CliRunner().invoke(cli, ["prune", "open_clip:RN50", "-o", str(tmp_path / "o"), "--eval-data", ""])
     assert r.exit_code == 1 and "ModifiedResNet" in r.output and "Traceback" not in r.output
     del m
+
+
+def test_cli_mope_calibration_too_small(quick_reference, tmp_path):
+    r = CliRunner().invoke(cli, ["prune", "reference-quick", "-o", str(tmp_path / "o"), "--importance", "mope",
+                                 "--calib", "reference-quick:val", "--calib-limit", "40", "--eval-data", ""])
+    assert r.exit_code == 1 and "at least 72" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o").exists()
