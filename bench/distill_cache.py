@@ -41,7 +41,7 @@ def measure(recipe_name: str, steps: int, stage: str, out: Path) -> dict:
 
     online_s = timed()
     t0 = time.perf_counter()
-    texts = list(dict.fromkeys(d.parallel.en + (d.images.captions[d.images.pivot] if d.images else [])))
+    texts = d.teacher_texts
     build_cache(d.teacher, d.train_data, texts, tmp / "cache", CacheConfig())
     cache_build_s = time.perf_counter() - t0
     d.targets = TeacherCache(tmp / "cache")

@@ -148,7 +148,7 @@ def test_trim_keeps_every_token_real_multilingual_text():
 
 def test_cache_matches_online_teacher_and_is_checked(quick_reference, tmp_path):
     from compact.distill.cache import CacheConfig, TeacherCache, build_cache, data_fingerprint
-    from compact.distill.trainer import Distiller, _open_data, _parallel
+    from compact.distill.trainer import _open_data, _parallel
     from compact.models.teachers import load_teacher
 
     r = tiny_recipe()
@@ -172,8 +172,6 @@ def test_cache_matches_online_teacher_and_is_checked(quick_reference, tmp_path):
     with pytest.raises(DataError, match="different teacher"):
         cache.check("0000000000000000", data_fingerprint(train, texts))
     other = tmp_path / "other"
-    torch.manual_seed(1)
-    d = run_distill  # noqa: F841
     from compact.models.folder import save_model
 
     save_model(load_model(tmp_path / "online"), other)  # a different "teacher": the student itself

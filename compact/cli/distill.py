@@ -18,7 +18,7 @@ def distill() -> None:
 
 
 def _recipe(recipe: str, teacher, data, tokenizer, langs, seed, parallel, captions=None, translations=None):
-    from compact.distill.recipe import TokenizerSpec, load_recipe
+    from compact.distill.recipe import load_recipe
 
     r = load_recipe(recipe)
     if teacher:
@@ -36,7 +36,6 @@ def _recipe(recipe: str, teacher, data, tokenizer, langs, seed, parallel, captio
     if captions or translations:
         r.captions_file = str(captions) if captions else None
         r.translations_file = str(translations) if translations else None
-    del TokenizerSpec
     return r
 
 
@@ -112,21 +111,15 @@ def cache(recipe, out, teacher, data, langs, parallel, captions, translations, s
 
     Example: compact distill cache reference -o runs/teacher-cache
     """
-    from compact.distill.cache import CacheConfig, build_cache
-    from compact.distill.trainer import _open_data, _parallel
+    from compact.distill.cache import CacheConfig
+    from compact.distill.trainer import build_recipe_cache
     from compact.errors import CompactError
-    from compact.models.teachers import load_teacher
 
     if shard_size <= 0:
         raise CompactError("--shard-size must be >= 1")
     r = _recipe(recipe, teacher, data, None, langs, None, parallel, captions, translations)
-    t = load_teacher(r.teacher)
-    train, _ = _open_data(r)
-    par = _parallel(r, train).only(r.langs)
-    texts = list(dict.fromkeys(par.en + ([c for _, c in train.pairs[train.parallel]] if train.parallel else [])))
     with stage_bars() as bars:
-        m = build_cache(t, train, texts, out, CacheConfig(shard_size=shard_size), overwrite=overwrite,
-                        progress=bars.simple)
+        m = build_recipe_cache(r, out, CacheConfig(shard_size=shard_size), overwrite=overwrite, progress=bars.simple)
     console.print(f"cached {m['n_images']} image and {m['n_texts']} text embeddings of teacher {m['teacher_hash']} "
                   f"in {out}")
 

@@ -153,8 +153,10 @@ class Distiller:
         self.images: Optional[ImageCaptionSet] = None
         if needs_images:
             self.images = image_caption_set(self.train_data, self.student.preprocess_cfg, r.langs)
-        texts = list(dict.fromkeys(self.parallel.en + (self.images.captions[self.images.pivot] if self.images else [])))
-        self.targets = self._targets(texts)
+        # The pivot-language texts whose teacher embeddings training needs (what a cache must hold).
+        self.teacher_texts = list(dict.fromkeys(
+            self.parallel.en + (self.images.captions[self.images.pivot] if self.images else [])))
+        self.targets = self._targets(self.teacher_texts)
         self.setup_seconds = time.perf_counter() - t0
 
     def _init_from(self, path: Path) -> None:
@@ -175,7 +177,7 @@ class Distiller:
         if self.opts.cache is None:
             return OnlineTeacher(self.teacher, self.train_data)
         cache = TeacherCache(self.opts.cache)
-        cache.check(teacher_fingerprint(self.teacher), data_fingerprint(self.train_data, list(dict.fromkeys(texts))))
+        cache.check(teacher_fingerprint(self.teacher), data_fingerprint(self.train_data, texts))
         return cache
 
     # ---- batches -----------------------------------------------------------------------------------------------
@@ -353,24 +355,14 @@ def _bf16_ok(device: str) -> bool:
 
 
 def _open_data(r: DistillRecipe):
-    from compact.data.reference.dataset import reference_eval_data
+    """(train, val) data of a recipe: the reference benchmark's splits, or any source `compact eval` reads."""
     from compact.data.sources import open_eval_data
+    from compact.data.sources.reference import open_reference, reference_base
 
-    def ref(spec: str, split: str, limit=None):
-        from compact.reference.build import reference_paths
-
-        size = "quick" if spec.startswith("reference-quick") else "full"
-        path = reference_paths(size).data
-        from compact.data.reference.dataset import is_reference_data
-
-        if not is_reference_data(path):
-            raise DataError(f"the {size} reference benchmark is not built; run `compact reference build"
-                            f"{' --quick' if size == 'quick' else ''}` first")
-        return reference_eval_data(path, split, limit)
-
-    if r.data in ("reference", "reference-quick"):
-        train = ref(r.data, "train", r.train_limit)
-        val = ref(r.data, "val", r.val_limit) if r.val_data is None else open_eval_data(r.val_data)
+    base = reference_base(r.data)
+    if base is not None:
+        train = open_reference(f"{base}:train", r.train_limit)
+        val = open_reference(f"{base}:val", r.val_limit) if r.val_data is None else open_eval_data(r.val_data)
         return train, val
     train = open_eval_data(r.data)
     val = open_eval_data(r.val_data) if r.val_data else None
@@ -393,6 +385,18 @@ def _parallel(r: DistillRecipe, train) -> ParallelText:
         raise DataError("no parallel text: the training data has no pivot language and the recipe lists no "
                         "parallel files; add `parallel: [file.tsv]` (columns en, text, lang)")
     return par
+
+
+def build_recipe_cache(recipe: DistillRecipe, out: Path, cfg=None, overwrite: bool = False, progress=None) -> dict:
+    """`compact distill cache`: the teacher's embeddings of the recipe's training images and pivot texts."""
+    from compact.distill.cache import CacheConfig, build_cache
+    from compact.models.teachers import load_teacher
+
+    teacher = load_teacher(recipe.teacher)
+    train, _ = _open_data(recipe)
+    par = _parallel(recipe, train).only(recipe.langs)
+    texts = par.en + ([c for _, c in train.pairs[train.parallel]] if train.parallel else [])
+    return build_cache(teacher, train, texts, out, cfg or CacheConfig(), overwrite=overwrite, progress=progress)
 
 
 def run_distill(recipe: DistillRecipe, opts: DistillOptions, progress: Optional[DistillProgress] = None) -> dict:
@@ -439,23 +443,22 @@ def run_distill(recipe: DistillRecipe, opts: DistillOptions, progress: Optional[
 
 
 def _test_data(recipe: DistillRecipe, d: Distiller):
-    if recipe.data in ("reference", "reference-quick"):
-        from compact.data.reference.dataset import reference_eval_data
-        from compact.reference.build import reference_paths
+    from compact.data.sources.reference import open_reference, reference_base
 
-        return reference_eval_data(reference_paths("quick" if recipe.data == "reference-quick" else "full").data,
-                                   "test")
+    base = reference_base(recipe.data)
+    if base is not None:
+        return open_reference(f"{base}:test")
     return d.val_data if d.val_data is not None else d.train_data
 
 
 def _tower_params(model) -> dict:
-    for img_attr in ("visual",):
-        inner = getattr(model, "model", model)
-        vis = getattr(inner, img_attr, None) or getattr(inner, "vision_model", None)
-        if vis is not None:
-            total = count_parameters(model)
-            image = count_parameters(vis) + (count_parameters(inner.visual_projection)
-                                             if hasattr(inner, "visual_projection") else 0)
-            return {"image": image, "text": total - image, "total": total}
+    """Parameters per tower of any teacher: compact/open_clip (`visual`) or Hugging Face (`vision_model`)."""
+    inner = getattr(model, "model", model)
     total = count_parameters(model)
-    return {"image": None, "text": None, "total": total}
+    if hasattr(inner, "visual"):
+        image = count_parameters(inner.visual)
+    elif hasattr(inner, "vision_model"):
+        image = count_parameters(inner.vision_model) + count_parameters(inner.visual_projection)
+    else:
+        return {"image": None, "text": None, "total": total}
+    return {"image": image, "text": total - image, "total": total}

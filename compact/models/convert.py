@@ -61,7 +61,6 @@ def _mha_block(prefix: str, blk) -> dict:
 def _from_open_clip(enc) -> CompactCLIP:
     m = enc.model
     v = getattr(m, "visual", None)
-    from open_clip.transformer import TextTransformer as OCText
     from open_clip.transformer import VisionTransformer as OCViT
 
     if not isinstance(v, OCViT) or getattr(m, "transformer", None) is None:
@@ -72,7 +71,6 @@ def _from_open_clip(enc) -> CompactCLIP:
         raise CompactError("cannot convert this open_clip ViT: attentional pooling / non-CLS pooling is not supported")
     if getattr(m, "text_pool_type", "argmax") not in ("argmax", "last"):
         raise CompactError(f"cannot convert open_clip text pooling {m.text_pool_type!r}")
-    del OCText
     vb, tb = v.transformer.resblocks, m.transformer.resblocks
     width = v.conv1.out_channels
     vheads = vb[0].attn.num_heads

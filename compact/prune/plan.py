@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-import torch
-
 from compact.errors import CompactError
 from compact.models.compact_clip import count_parameters
 from compact.models.surgery import SlicePlan, TowerPlan
@@ -133,11 +131,3 @@ def build_plan(model, scores: Scores, cfg: PlanConfig, vocab: Optional[list[int]
                                                    "mlp_removed": tc.mlp_at(i) - len(km)}
         setattr(plan, tower, tp)
     return PlanResult(plan, removed, total, total - saved)
-
-
-def scores_tensor_check(scores: Scores) -> None:
-    for kind in (scores.heads, scores.mlp):
-        for tower, per_layer in kind.items():
-            for t in per_layer:
-                if not torch.isfinite(t).all():
-                    raise CompactError(f"importance scores for {tower} contain NaN/inf; check the calibration data")

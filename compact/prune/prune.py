@@ -7,7 +7,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -45,17 +45,11 @@ class PruneConfig:
 
 def _open(spec: str, limit: Optional[int] = None):
     from compact.data.sources import open_eval_data
+    from compact.data.sources.reference import open_reference, reference_base
 
-    data = open_eval_data(spec)
-    if limit is not None and len(data.images) > limit and data.name.startswith("reference"):
-        from compact.data.reference.dataset import reference_eval_data
-
-        base, _, split = spec.partition(":")
-        from compact.reference.build import reference_paths
-
-        data = reference_eval_data(reference_paths("quick" if base == "reference-quick" else "full").data,
-                                   split or "val", limit)
-    return data
+    if reference_base(spec) is not None:
+        return open_reference(spec, limit)
+    return open_eval_data(spec)
 
 
 def _evaluate(model, data, langs):
@@ -153,7 +147,9 @@ def _recover(model_spec, pruned, cfg: PruneConfig, report: dict, progress) -> ob
     tmp = Path(tempfile.mkdtemp(prefix="compact-prune-"))
     try:
         save_model(pruned, tmp / "pruned")
-        data = cfg.calib.split(":")[0] if cfg.calib.startswith("reference") else cfg.calib
+        from compact.data.sources.reference import reference_base
+
+        data = reference_base(cfg.calib) or cfg.calib  # recovery trains on the train split of the same data
         langs = list(pruned.languages or cfg.eval_langs or ["en"])
         recipe = DistillRecipe(teacher=model_spec, data=data, langs=langs, student_init=str(tmp / "pruned"),
                                stages=[StageConfig(name="align", steps=cfg.recover_steps, batch_size=cfg.recover_batch,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from compact.data.reference.dataset import SPLITS, is_reference_data, reference_eval_data
 from compact.data.sources import register_source
@@ -30,15 +31,26 @@ class ReferenceSource:
 
     @classmethod
     def open(cls, spec: str, **kw) -> EvalData:
-        base, split = _split(spec)
-        if base in NAMES:
-            from compact.reference.build import reference_paths
+        return open_reference(spec)
 
-            folder = reference_paths(NAMES[base]).data
-            if not is_reference_data(folder):
-                flag = " --quick" if NAMES[base] == "quick" else ""
-                raise DataError(f"the reference benchmark is not built yet ({folder}); "
-                                f"run `compact reference build{flag}` first")
-        else:
-            folder = Path(base)
-        return reference_eval_data(folder, split)
+
+def open_reference(spec: str, limit: Optional[int] = None) -> EvalData:
+    """`reference[:SPLIT]`, `reference-quick[:SPLIT]` or a built folder (default split: test), optionally only
+    the first `limit` images."""
+    base, split = _split(spec)
+    if base in NAMES:
+        from compact.reference.build import reference_paths
+
+        folder = reference_paths(NAMES[base]).data
+        if not is_reference_data(folder):
+            flag = " --quick" if NAMES[base] == "quick" else ""
+            raise DataError(f"the reference benchmark is not built yet ({folder}); "
+                            f"run `compact reference build{flag}` first")
+    else:
+        folder = Path(base)
+    return reference_eval_data(folder, split, limit)
+
+
+def reference_base(spec: str) -> Optional[str]:
+    """The spec without its split if it names the reference benchmark, else None."""
+    return _split(spec)[0] if ReferenceSource.matches(spec) else None

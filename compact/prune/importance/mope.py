@@ -16,7 +16,7 @@ import torch
 
 from compact.errors import DataError
 from compact.prune.importance import Calibration, Scores, register_importance, towers
-from compact.prune.importance._objective import _tower, masked
+from compact.prune.importance._objective import masked
 
 MIN_IMAGES = 72  # two per class of the reference benchmark; fewer makes the metric mostly noise
 CHUNKS = 8
