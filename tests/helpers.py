@@ -25,3 +25,19 @@ def clip_bpe_hf_tokenizer():
 
     return CLIPTokenizerFast(tokenizer_object=clip_bpe_tokenizer(), bos_token="<|startoftext|>",
                              eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+def hf_tiny_clip(folder):
+    """A tiny random-init Hugging Face CLIPModel with the real CLIP BPE tokenizer, saved to `folder`."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    cfg = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                      max_position_embeddings=77, vocab_size=49408),
+                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, image_size=32, patch_size=8),
+                     projection_dim=16)
+    CLIPModel(cfg).save_pretrained(folder)
+    clip_bpe_hf_tokenizer().save_pretrained(folder)
+    return folder

@@ -51,18 +51,9 @@ def test_reference_arch_converts_and_round_trips(tmp_path):
 
 
 def test_hf_tiny_converts_exactly(tmp_path):
-    from transformers import CLIPConfig, CLIPModel
+    from helpers import hf_tiny_clip
 
-    from helpers import clip_bpe_hf_tokenizer
-
-    torch.manual_seed(0)
-    cfg = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                      max_position_embeddings=77, vocab_size=49408),
-                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=2, image_size=32, patch_size=8),
-                     projection_dim=16)
-    CLIPModel(cfg).save_pretrained(tmp_path / "hf")
-    clip_bpe_hf_tokenizer().save_pretrained(tmp_path / "hf")
+    hf_tiny_clip(tmp_path / "hf")
     s = _check(load_teacher(f"hf:{tmp_path / 'hf'}"), 1e-5, 1e-5)
     assert s.cfg.text.act == "quick_gelu"
 

@@ -40,7 +40,8 @@ def cli(verbose: int) -> None:
       compact distill run       distil a small multilingual student (recipes: compact distill recipes)
       compact distill cache     precompute the teacher's embeddings once
       compact prune MODEL       structured pruning (heads, FFN neurons, layers, vocabulary), real smaller tensors
-    Not built yet: quantize, export, bench, run.
+      compact export T MODEL    ONNX / OpenVINO / Core ML / TensorRT-ready ONNX / ExecuTorch bundles, parity-checked
+    Not built yet: quantize, bench, run.
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
@@ -48,11 +49,12 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     from compact.cli import eval as eval_cmd
-    from compact.cli import distill, prune, reference, teachers
+    from compact.cli import distill, export, prune, reference, teachers
 
     cli.add_command(reference.reference)
     cli.add_command(distill.distill)
     cli.add_command(prune.prune)
+    cli.add_command(export.export)
     cli.add_command(eval_cmd.eval_command)
     cli.add_command(teachers.teachers)
 

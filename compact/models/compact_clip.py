@@ -28,7 +28,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hs)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, nh, T, hs)
         return self.out(y.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))
 

@@ -76,4 +76,4 @@ def load_teacher(spec: str, options: Optional[TeacherOptions] = None,
 
 def _import_builtin() -> None:
     # Imported lazily so that `compact --help` does not pay for transformers/open_clip imports.
-    from compact.models.teachers import entrypoint, folder, hf, openclip, reference  # noqa: F401
+    from compact.models.teachers import bundle, entrypoint, folder, hf, openclip, reference  # noqa: F401

@@ -1,0 +1,263 @@
+"""`compact export TARGET MODEL -o OUT`: one bundle per run, parity-checked, written atomically.
+
+    OUT/
+      manifest.json          every file: target, tower, precision, inputs/outputs, parity; preprocessing,
+                             tokenizer, embed dim, normalisation, source model hash
+      image.* / text.*       the target's artifacts
+      tokenizer_config.json  (+ tokenizer.json)  the tokenizer, as compact's model folders hold it
+      compact_tokenizer.py   a standard-library reader of those files, for apps without `tokenizers`
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from compact.errors import CompactError
+from compact.utils.io import atomic_dir, atomic_write_text, check_output_dir
+from export.parity import (ParityResult, Samples, check_image, check_text, data_samples, reference_embeddings,
+                           reference_samples, text_inputs)
+from export.targets import TARGETS, Artifact, get_target, list_targets
+from export.towers import Prepared, model_hash, prepare, towers
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = "compact-export"
+VERSION = 1
+STANDALONE = Path(__file__).parent / "standalone"
+STANDALONE_TOKENIZER = STANDALONE / "compact_tokenizer.py"
+STANDALONE_RUNNER = STANDALONE / "compact_bundle.py"  # ONNX bundles only
+
+Progress = Callable[[str, int, int], None]
+
+
+class ParityError(CompactError):
+    """The exported artifact does not reproduce the torch model within the target's tolerance."""
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 18
+    normalize: bool = True  # L2-normalise the embeddings inside the graphs
+    optimize: bool = False  # onnx: also write ORT-optimised graphs (attention / LayerNorm / GELU fusion)
+    fixed_batch: Optional[int] = None  # freeze the batch axis (Core ML Neural Engine, TensorRT static engines)
+    fixed_seq: Optional[int] = None  # freeze the text length
+    max_batch: int = 64  # upper bound of the dynamic batch axis (and TensorRT's profile max)
+    precision: str = "fp32"  # fp32 | fp16 where the target supports it
+    data: Optional[str] = None  # parity samples from this data source; default: the reference generator
+    min_cosine: Optional[float] = None  # override the target's parity tolerance
+    overwrite: bool = False
+    target_options: dict = field(default_factory=dict)  # per-target knobs (coreml shape mode, trt profiles, ...)
+
+    def __post_init__(self) -> None:
+        if self.max_batch <= 0 or (self.fixed_batch is not None and self.fixed_batch <= 0):
+            raise CompactError("batch sizes must be positive")
+        if self.fixed_seq is not None and self.fixed_seq < 2:
+            raise CompactError("--fixed-seq must be at least 2 (BOS/EOS)")
+        if self.precision not in ("fp32", "fp16"):
+            raise CompactError(f"precision {self.precision!r} is not one of fp32, fp16; int8 comes from "
+                               "`compact quantize`")
+
+
+def load_for_export(spec: str):
+    from compact.models.teachers import load_teacher
+
+    return load_teacher(str(spec))
+
+
+def export_model(model, target_name: str, out: Path, cfg: ExportConfig = ExportConfig(),
+                 progress: Optional[Progress] = None, samples: Optional[Samples] = None,
+                 source: Optional[str] = None) -> dict:
+    """Export `model` (a spec string or a DualEncoder) for one target into `out`; returns the manifest."""
+    target = get_target(target_name)
+    target.require()
+    out = Path(out)
+    check_output_dir(out, cfg.overwrite)
+    source = source or (str(model) if isinstance(model, (str, Path)) else type(model).__name__)
+    original = load_for_export(str(model)) if isinstance(model, (str, Path)) else model.eval()
+    prep = prepare(original)
+    samples = samples or (data_samples(cfg.data) if cfg.data else reference_samples())
+    min_cos = cfg.min_cosine if cfg.min_cosine is not None else target.min_cosine
+    tws = towers(prep, cfg.normalize, cfg.fixed_batch, cfg.fixed_seq, cfg.max_batch)
+    texts = text_inputs(original, samples.texts, prep.context_length, prep.variable_length_text and not cfg.fixed_seq)
+    pixels, img_ref, txt_refs = reference_embeddings(original, samples, texts, cfg.normalize)
+    en_ref = next((r for t, r in zip(texts, txt_refs) if t.length == texts[0].length), None)
+
+    files, failures = [], []
+    total = len(tws) + 1
+    with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
+        for step, tower in enumerate(tws):
+            if progress:
+                progress(f"export {target.name}", step, total)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():  # exporters warn about their own internals (deprecations, tracing)
+                warnings.simplefilter("ignore")
+                arts = target.export(tower, tmp, cfg)
+            seconds = time.perf_counter() - t0
+            for art in arts:
+                entry = _file_entry(art, target.name, tower, prep, tmp, seconds)
+                run = target.runner(art, tmp, cfg)
+                if run is None:
+                    entry["parity"] = {"verified": False, "reason": target.unverified_reason()}
+                else:
+                    if cfg.fixed_batch or (tower.name == "text" and cfg.fixed_seq):
+                        res = _fixed_shape_parity(run, tower, cfg, pixels, img_ref, texts, txt_refs, min_cos)
+                    elif tower.name == "image":
+                        res = check_image(run, pixels, img_ref, min_cos, en_ref)
+                    else:
+                        res = check_text(run, texts, txt_refs, min_cos, img_ref)
+                    entry["parity"] = {"verified": True, "runtime": art.details.get("parity_runtime", target.name),
+                                       **res.to_dict()}
+                    if not res.passed:
+                        failures.append(f"{art.path}: {res.summary()}")
+                files.append(entry)
+        if failures:
+            raise ParityError(f"{target.name} export failed parity, nothing written: {'; '.join(failures)}")
+        extra = target.finalize(tmp, [Artifact(f["path"], f["tower"], f["precision"]) for f in files], cfg)
+        _write_tokenizer(prep, tmp)
+        if target.name in ("onnx", "tensorrt"):
+            shutil.copy2(STANDALONE_RUNNER, tmp / STANDALONE_RUNNER.name)
+        manifest = _manifest(target.name, source, prep, files, cfg, extra)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        if progress:
+            progress(f"export {target.name}", total, total)
+    return manifest
+
+
+def _fixed_shape_parity(run, tower, cfg, pixels, img_ref, texts, txt_refs, min_cos) -> ParityResult:
+    """Parity for graphs with frozen axes: feed exactly the frozen shapes (padding the batch with repeats)."""
+    import numpy as np
+
+    bs = cfg.fixed_batch
+
+    def batched(feeds: dict, n: int) -> np.ndarray:
+        if not bs:
+            return run(feeds)
+        outs = []
+        for s in range(0, n, bs):
+            chunk = {k: v[s:s + bs] for k, v in feeds.items()}
+            k = len(next(iter(chunk.values())))
+            if k < bs:
+                chunk = {key: np.concatenate([v, np.repeat(v[-1:], bs - k, 0)]) for key, v in chunk.items()}
+            outs.append(run(chunk)[:k])
+        return np.concatenate(outs)
+
+    if tower.name == "image":
+        return check_image(lambda f: batched(f, len(f["pixel_values"])), pixels, img_ref, min_cos)
+    seq = cfg.fixed_seq or None
+    chosen = [(t, r) for t, r in zip(texts, txt_refs) if seq is None or t.length == "context"]
+    fixed = []
+    for t, r in chosen:
+        feeds = dict(t.exported)
+        if seq is not None:
+            feeds = {k: _fit(v, seq, pad=(k == "input_ids")) for k, v in feeds.items()}
+        fixed.append((type(t)(t.lang, t.length, feeds, t.reference), r))
+    return check_text(lambda f: batched(f, len(f["input_ids"])), [t for t, _ in fixed], [r for _, r in fixed],
+                      min_cos)
+
+
+def _fit(x, seq: int, pad: bool):
+    import numpy as np
+
+    if x.shape[1] >= seq:
+        return x[:, :seq]
+    fill = np.zeros((x.shape[0], seq - x.shape[1]), dtype=x.dtype)
+    return np.concatenate([x, fill], 1)
+
+
+def _file_entry(art: Artifact, target: str, tower, prep: Prepared, bundle: Path, seconds: float) -> dict:
+    size = sum(_size(bundle / p) for p in [art.path, *art.companions])
+    return {"path": art.path, **({"companions": art.companions} if art.companions else {}),
+            "target": target, "tower": tower.name, "precision": art.precision,
+            "inputs": tower.input_specs(), "outputs": [tower.output_spec(prep.model.embed_dim)],
+            "size_bytes": size, "export_seconds": round(seconds, 2), **art.details}
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _write_tokenizer(prep: Prepared, bundle: Path) -> None:
+    tok = getattr(prep.model, "tokenizer", None)
+    if tok is not None and hasattr(tok, "save"):
+        tok.save(bundle)
+    shutil.copy2(STANDALONE_TOKENIZER, bundle / STANDALONE_TOKENIZER.name)
+
+
+def _manifest(target: str, source: str, prep: Prepared, files: list[dict], cfg: ExportConfig, extra: dict) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("compact-clip")
+    except PackageNotFoundError:  # running from a source tree without an install
+        ours = "source"
+    tok = getattr(prep.model, "tokenizer", None)
+    tok_cfg = tok.config() if tok is not None and hasattr(tok, "config") else None
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "target": target,
+        "created_by": f"compact {ours}",
+        "source": {"model": source, "sha256": model_hash(prep.model), "class": type(prep.original).__name__,
+                   "converted_to_compact": prep.converted},
+        "embed_dim": int(prep.model.embed_dim),
+        "normalized": cfg.normalize,
+        "logit_scale": float(prep.original.logit_scale),
+        "languages": list(prep.original.languages) if prep.original.languages else None,
+        "preprocess": prep.model.preprocess_cfg.to_dict(),
+        "tokenizer": None if tok_cfg is None else {
+            **tok_cfg, "config_file": "tokenizer_config.json", "max_length": prep.context_length,
+            "pad_to": "longest" if prep.variable_length_text and not cfg.fixed_seq else "max_length",
+            "fixed_length": cfg.fixed_seq, "reader": STANDALONE_TOKENIZER.name},
+        "export_config": {k: v for k, v in asdict(cfg).items() if k not in ("overwrite",)},
+        "files": files,
+        **extra,
+    }
+
+
+def read_manifest(bundle: Path) -> dict:
+    path = Path(bundle) / MANIFEST
+    if not Path(bundle).is_dir():
+        raise CompactError(f"export folder {bundle} does not exist; write one with `compact export TARGET MODEL -o DIR`")
+    if not path.is_file():
+        raise CompactError(f"{bundle} has no {MANIFEST}, so it is not a compact export bundle; "
+                           "write one with `compact export TARGET MODEL -o DIR`")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CompactError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); re-export the bundle") from None
+    if manifest.get("format") != FORMAT:
+        raise CompactError(f"{path} is not a compact export manifest (format {manifest.get('format')!r})")
+    return manifest
+
+
+def export_all(model, out: Path, cfg: ExportConfig = ExportConfig(), progress: Optional[Progress] = None,
+               targets: Optional[list[str]] = None) -> dict:
+    """Every target usable here into OUT/<target>/; the ones skipped are listed with their reason."""
+    out = Path(out)
+    check_output_dir(out, cfg.overwrite)
+    names = targets or list_targets()
+    original = load_for_export(str(model)) if isinstance(model, (str, Path)) else model
+    samples = data_samples(cfg.data) if cfg.data else reference_samples()
+    written, skipped = {}, {}
+    with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
+        for name in names:
+            target = TARGETS[name] if name in TARGETS else get_target(name)
+            why = target.missing()
+            if why:
+                skipped[name] = why
+                continue
+            sub = asdict(cfg) | {"overwrite": False}
+            m = export_model(original, name, tmp / name, ExportConfig(**sub), progress, samples,
+                             source=str(model) if isinstance(model, (str, Path)) else None)
+            written[name] = [f["path"] for f in m["files"]]
+        summary = {"written": written, "skipped": skipped}
+        atomic_write_text(tmp / "export-all.json", json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,148 @@
+"""ONNX: image and text encoders as separate graphs, dynamic batch and sequence, opset recorded.
+
+Exported through `torch.export` (dynamo). If that fails, the legacy TorchScript exporter is tried with
+PyTorch's fused MHA fast path off (it emits `aten::_native_multi_head_attention`, which ONNX cannot express).
+Optionally ORT's transformer optimizer fuses attention / LayerNorm / GELU; the fused-op counts are recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from compact.errors import CompactError
+from export.targets import Artifact, ExportTarget, Runner, register_target
+from export.towers import Tower
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+
+
+def export_onnx(tower: Tower, path: Path, opset: int = DEFAULT_OPSET) -> dict:
+    """Write `tower` to `path`; returns {"exporter", "opset"}. Raises CompactError naming the failing op."""
+    names = list(tower.input_names)
+    dyn = {n: {i: torch.export.Dim(v[0], min=v[1], max=v[2]) for i, v in tower.dynamic.get(n, {}).items()} or None
+           for n in names}
+    errors = []
+    with torch.no_grad():
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                prog = torch.onnx.export(tower.module, tower.example, str(path), dynamo=True, input_names=names,
+                                         output_names=[tower.output_name], opset_version=opset, verbose=False,
+                                         dynamic_shapes=dyn if tower.dynamic else None, optimize=True,
+                                         external_data=False)
+            if prog is not None and not path.exists():
+                prog.save(str(path))
+            return {"exporter": "dynamo", "opset": opset}
+        except Exception as e:  # the dynamo exporter raises many types; fall back and keep the reason
+            errors.append(f"dynamo: {_first_line(e)}")
+            log.info("dynamo ONNX export of the %s tower failed (%s); trying the legacy exporter", tower.name, e)
+        axes = {n: {i: v[0] for i, v in tower.dynamic.get(n, {}).items()} for n in names if tower.dynamic.get(n)}
+        if tower.dynamic:
+            axes[tower.output_name] = {0: "batch"}
+        prev = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            torch.onnx.export(tower.module, tower.example, str(path), dynamo=False, input_names=names,
+                              output_names=[tower.output_name], opset_version=opset, dynamic_axes=axes or None)
+            return {"exporter": "legacy", "opset": opset, "dynamo_error": errors[0]}
+        except Exception as e:
+            errors.append(f"legacy: {_first_line(e)}")
+        finally:
+            torch.backends.mha.set_fastpath_enabled(prev)
+    raise CompactError(f"ONNX cannot express the {tower.name} tower: {'; '.join(errors)}. Export a compact model "
+                       "(compact distill/prune output) or a model compact can convert (open_clip ViT, HF CLIP)")
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
+
+
+def op_counts(path: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNormalization", "BiasGelu",
+             "FastGelu", "Gelu", "QuickGelu", "BiasSplitGelu", "SkipSimplifiedLayerNormalization")
+
+
+def ort_optimize(path: Path, out: Path, tower: Tower, num_heads: int, hidden: int) -> dict:
+    """ORT's transformer optimizer (attention / LayerNorm / GELU fusion); returns the fused op counts."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    model_type = "vit" if tower.name == "image" else "clip"
+    opt = optimize_model(str(path), model_type=model_type, num_heads=num_heads, hidden_size=hidden, opt_level=1,
+                         use_gpu=False, only_onnxruntime=False)
+    opt.save_model_to_file(str(out))
+    counts = op_counts(out)
+    return {"model_type": model_type, "fused": {k: v for k, v in counts.items() if k in FUSED_OPS}}
+
+
+def ort_session(path: Path, threads: int = 0, optimized: bool = True):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def session_runner(sess) -> Runner:
+    names = {i.name for i in sess.get_inputs()}
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return sess.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+
+    return run
+
+
+@register_target
+class OnnxTarget(ExportTarget):
+    name = "onnx"
+    description = "ONNX graphs (dynamic batch and sequence) for onnxruntime and any ONNX runtime"
+    packages = ("onnx", "onnxscript", "onnxruntime")
+    extra = "onnx"
+
+    def export(self, tower: Tower, out: Path, cfg) -> list[Artifact]:
+        path = out / f"{tower.name}.onnx"
+        info = export_onnx(tower, path, cfg.opset)
+        details = {**info, "ops": sum(op_counts(path).values()), "parity_runtime": "onnxruntime CPU"}
+        arts = [Artifact(path.name, tower.name, "fp32", details)]
+        if cfg.optimize:
+            heads, hidden = _attention_shape(tower)
+            if heads:
+                opt = out / f"{tower.name}.opt.onnx"
+                fused = ort_optimize(path, opt, tower, heads, hidden)
+                arts.append(Artifact(opt.name, tower.name, "fp32", {**info, "ort_optimizer": fused, "optimized": True,
+                                                                      "parity_runtime": "onnxruntime CPU"}))
+        return arts
+
+    def runner(self, artifact: Artifact, bundle: Path, cfg) -> Optional[Runner]:
+        return session_runner(ort_session(bundle / artifact.path))
+
+
+def _attention_shape(tower: Tower) -> tuple[int, int]:
+    """(heads, width) of the tower's first attention block, for ORT's fusion passes; (0, 0) if unknown."""
+    model = tower.module.model
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        return 0, 0
+    sub = cfg.vision if tower.name == "image" else cfg.text
+    if tower.name == "image" and sub.type != "vit":
+        return 0, 0
+    return int(sub.heads_at(0)), int(sub.width)

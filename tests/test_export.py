@@ -1,0 +1,253 @@
+"""Export: every registered target on a compact student, HF tiny CLIP and open_clip ViT-B-32 (random init),
+parity at cosine >= 0.999 at batch 1 and 7 and text lengths 5 / natural / full context; the bundle runs with
+only onnxruntime + numpy; bad inputs give one-line errors and leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from compact.cli.main import cli
+from compact.errors import CompactError, MissingExtraError
+from export.bundle import ExportConfig, ParityError, export_model, read_manifest
+from export.targets import TARGETS, list_targets
+from helpers import hf_tiny_clip, tiny_compact
+
+LANGS = {"en", "de", "fr", "es", "ru", "zh", "ja", "ar"}
+
+
+def _usable(name: str) -> None:
+    why = TARGETS[name].missing() if name in TARGETS else None
+    if why:
+        pytest.skip(why)
+
+
+def _check_bundle(out: Path, manifest: dict, variable_text: bool = True) -> None:
+    assert read_manifest(out) == manifest
+    towers = {f["tower"] for f in manifest["files"]}
+    assert towers == {"image", "text"}
+    for f in manifest["files"]:
+        assert (out / f["path"]).exists()
+        p = f["parity"]
+        assert p["verified"], p
+        assert p["cosine_min"] >= 0.999, p
+        if f["tower"] == "text":
+            assert set(p["per_language"]) == LANGS
+            if variable_text:
+                assert {"short", "natural", "context"} <= set(p["per_language"]["ja"]["lengths"])
+            # 8 languages x 7 captions x (lengths) x 2 batch sizes
+            assert p["checks"] >= 8 * 7 * 2
+        else:
+            assert p["checks"] == 8 * 2  # 8 images at batch sizes 1 and 7
+            assert p["retrieval_agreement"] == 1.0
+    assert (out / "tokenizer_config.json").is_file() and (out / "compact_tokenizer.py").is_file()
+    assert manifest["embed_dim"] > 0 and manifest["normalized"] is True
+    assert len(manifest["source"]["sha256"]) == 64
+
+
+@pytest.mark.parametrize("target", list_targets())
+def test_every_target_on_a_compact_model(target, tmp_path):
+    _usable(target)
+    manifest = export_model(tiny_compact(), target, tmp_path / target, ExportConfig())
+    assert manifest["target"] == target
+    _check_bundle(tmp_path / target, manifest)
+
+
+@pytest.mark.parametrize("target", ["onnx", "openvino", "executorch"])
+def test_hf_tiny_clip(target, tmp_path):
+    _usable(target)
+    folder = hf_tiny_clip(tmp_path / "hf")
+    manifest = export_model(f"hf:{folder}", target, tmp_path / "out", ExportConfig())
+    assert manifest["source"]["class"] == "HFCLIPEncoder" and manifest["source"]["converted_to_compact"]
+    assert manifest["tokenizer"]["type"] == "hf" and manifest["tokenizer"]["max_length"] == 77
+    _check_bundle(tmp_path / "out", manifest)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["onnx", "openvino", "executorch"])
+def test_open_clip_vit_b32(target, tmp_path):
+    _usable(target)
+    manifest = export_model("open_clip:ViT-B-32", target, tmp_path / "out", ExportConfig())
+    assert manifest["source"]["class"] == "OpenCLIPEncoder"
+    assert manifest["embed_dim"] == 512
+    _check_bundle(tmp_path / "out", manifest)
+
+
+def test_onnx_graphs_have_dynamic_batch_and_sequence(tmp_path):
+    _usable("onnx")
+    import onnx
+
+    manifest = export_model(tiny_compact(), "onnx", tmp_path / "b", ExportConfig(optimize=True))
+    text = onnx.load(str(tmp_path / "b" / "text.onnx"))
+    dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in text.graph.input]
+    assert dims == [["batch", "seq"], ["batch", "seq"]]
+    entry = next(f for f in manifest["files"] if f["path"] == "text.onnx")
+    assert entry["opset"] == 18 and entry["exporter"] == "dynamo"
+    assert entry["inputs"][0]["shape"] == ["batch", "seq"]
+    opt = next(f for f in manifest["files"] if f["path"] == "text.opt.onnx")
+    assert opt["ort_optimizer"]["fused"].get("LayerNormalization", 0) >= 2
+
+
+def test_fixed_shapes(tmp_path):
+    _usable("onnx")
+    import onnx
+
+    export_model(tiny_compact(), "onnx", tmp_path / "b", ExportConfig(fixed_batch=1, fixed_seq=16))
+    text = onnx.load(str(tmp_path / "b" / "text.onnx"))
+    dims = [[d.dim_value for d in i.type.tensor_type.shape.dim] for i in text.graph.input]
+    assert dims == [[1, 16], [1, 16]]
+    m = read_manifest(tmp_path / "b")
+    assert m["tokenizer"]["pad_to"] == "max_length" and m["tokenizer"]["fixed_length"] == 16
+
+
+def _only_packages_env(tmp_path: Path, packages: list[str]) -> Path:
+    """A Python whose importable third-party packages are exactly `packages` (symlinked from this venv): a
+    fresh venv without pip plus one .pth file. No network needed, and torch / compact / tokenizers cannot import."""
+    import importlib.util
+    import venv
+
+    env = tmp_path / "env"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(env)
+    site = next((env / "lib").glob("python*/site-packages"))
+    only = tmp_path / "only"
+    only.mkdir()
+    for name in packages:
+        spec = importlib.util.find_spec(name)
+        src = Path(spec.origin).parent if spec.submodule_search_locations else Path(spec.origin)
+        (only / src.name).symlink_to(src)
+        libs = src.parent / f"{name}.libs"  # wheels that vendor shared libraries (numpy.libs)
+        if libs.is_dir():
+            (only / libs.name).symlink_to(libs)
+    (site / "only.pth").write_text(str(only) + "\n")
+    return env / "bin" / "python"
+
+
+RUNNER = r"""
+import json, sys
+import numpy as np
+for banned in ("torch", "compact", "tokenizers", "transformers"):
+    try:
+        __import__(banned)
+    except ImportError:
+        pass
+    else:
+        raise SystemExit(f"{banned} is importable in the isolated env")
+sys.path.insert(0, sys.argv[1])
+from compact_bundle import Bundle
+b = Bundle(sys.argv[1])
+texts = json.loads(sys.argv[2])
+pixels = np.load(sys.argv[3])
+np.save(sys.argv[4], b.embed_texts(texts))
+np.save(sys.argv[5], b.embed_pixels(*pixels))
+"""
+
+TEXTS = ["a red star on a striped background", "ein roter Stern", "красная звезда слева", "红色的星星",
+         "赤い星が二つ", "نجمة حمراء"]
+
+
+def test_bundle_runs_with_only_onnxruntime_and_numpy(tmp_path):
+    _usable("onnx")
+    folder = hf_tiny_clip(tmp_path / "hf")
+    out = tmp_path / "bundle"
+    export_model(f"hf:{folder}", "onnx", out, ExportConfig())
+    from compact.models.teachers import load_teacher
+
+    model = load_teacher(f"hf:{folder}")
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (2, 48, 40, 3), dtype=np.uint8)  # not square: exercises resize + crop
+    np.save(tmp_path / "pixels.npy", pixels)
+    py = _only_packages_env(tmp_path, ["onnxruntime", "numpy", "flatbuffers", "packaging", "google", "coloredlogs",
+                                       "humanfriendly", "sympy", "mpmath"])
+    subprocess.run([str(py), "-c", RUNNER, str(out), json.dumps(TEXTS), str(tmp_path / "pixels.npy"),
+                    str(tmp_path / "t.npy"), str(tmp_path / "i.npy")], check=True, env={"PATH": os.environ["PATH"]},
+                   cwd=tmp_path)
+    from PIL import Image
+
+    with torch.no_grad():
+        ref_t = torch.nn.functional.normalize(model.embed_texts(TEXTS), dim=-1).numpy()
+        ref_i = torch.nn.functional.normalize(model.embed_images([Image.fromarray(p) for p in pixels]), dim=-1).numpy()
+    got_t, got_i = np.load(tmp_path / "t.npy"), np.load(tmp_path / "i.npy")
+    assert (got_t * ref_t).sum(1).min() > 0.9999
+    assert (got_i * ref_i).sum(1).min() > 0.9999
+
+
+# Bad input: one line, the problem and the fix, nothing half-written.
+
+def test_missing_package_names_the_extra(monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "openvino" else real(n, *a))
+    with pytest.raises(MissingExtraError, match=r"pip install 'compact-clip\[openvino\]'"):
+        export_model(tiny_compact(), "openvino", tmp_path / "x", ExportConfig())
+    assert not (tmp_path / "x").exists()
+
+
+def test_unsupported_op_is_named(tmp_path):
+    _usable("onnx")
+    model = tiny_compact()
+    orig = model.visual.forward
+
+    def visual(pixels):
+        x = orig(pixels)
+        return torch.linalg.svdvals(x.unsqueeze(-1) @ x.unsqueeze(1))[..., : x.shape[-1]]
+
+    model.visual.forward = visual
+    with pytest.raises(CompactError, match=r"svd") as e:
+        export_model(model, "onnx", tmp_path / "x", ExportConfig())
+    assert "image tower" in str(e.value)
+    assert not (tmp_path / "x").exists()
+
+
+def test_parity_failure_shows_numbers_and_writes_nothing(tmp_path, monkeypatch):
+    _usable("onnx")
+    target = TARGETS["onnx"]
+    real = target.runner
+
+    def noisy(artifact, bundle, cfg):
+        run = real(artifact, bundle, cfg)
+        return lambda feeds: run(feeds) + 0.2 * np.random.default_rng(0).standard_normal((1,)).astype(np.float32)
+
+    monkeypatch.setattr(target, "runner", noisy)
+    with pytest.raises(ParityError, match=r"cosine mean 0\.\d+ min 0\.\d+ \(need >= 0.999\)"):
+        export_model(tiny_compact(), "onnx", tmp_path / "x", ExportConfig())
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.tmp-*"))
+
+
+def test_cli_export_and_overwrite(tmp_path):
+    _usable("onnx")
+    from compact.models.folder import save_model
+
+    save_model(tiny_compact(), tmp_path / "m")
+    r = CliRunner().invoke(cli, ["export", "onnx", str(tmp_path / "m"), "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    assert "image.onnx" in r.output and "cos min" in r.output
+    r = CliRunner().invoke(cli, ["export", "onnx", str(tmp_path / "m"), "-o", str(tmp_path / "b")])
+    assert r.exit_code != 0 and "--overwrite" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["export", "tflite", str(tmp_path / "m"), "-o", str(tmp_path / "c")])
+    assert r.exit_code != 0 and "unknown export target 'tflite'" in r.output and "onnx" in r.output
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert m["source"]["model"] == str(tmp_path / "m")
+
+
+def test_export_all_lists_skipped(tmp_path, monkeypatch):
+    _usable("onnx")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "executorch" else real(n, *a))
+    from export.bundle import export_all
+
+    summary = export_all(tiny_compact(), tmp_path / "all", ExportConfig(), targets=["onnx", "executorch"])
+    assert "onnx" in summary["written"] and "executorch" in summary["skipped"]
+    assert "compact-clip[executorch]" in summary["skipped"]["executorch"]
+    assert json.loads((tmp_path / "all" / "export-all.json").read_text()) == summary
+    read_manifest(tmp_path / "all" / "onnx")
