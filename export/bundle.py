@@ -86,7 +86,7 @@ def export_model(model, target_name: str, out: Path, cfg: ExportConfig = ExportC
     samples = samples or (data_samples(cfg.data) if cfg.data else reference_samples())
     min_cos = cfg.min_cosine if cfg.min_cosine is not None else target.min_cosine
     tws = towers(prep, cfg.normalize, cfg.fixed_batch, cfg.fixed_seq, cfg.max_batch)
-    texts = text_inputs(original, samples.texts, prep.context_length, prep.variable_length_text and not cfg.fixed_seq)
+    texts = text_inputs(original, samples.texts, prep.context_length, prep.variable_length_text, cfg.fixed_seq)
     pixels, img_ref, txt_refs = reference_embeddings(original, samples, texts, cfg.normalize)
     en_ref = next((r for t, r in zip(texts, txt_refs) if t.length == texts[0].length), None)
 
@@ -124,8 +124,9 @@ def export_model(model, target_name: str, out: Path, cfg: ExportConfig = ExportC
         _write_tokenizer(prep, tmp)
         if target.name in ("onnx", "tensorrt"):
             shutil.copy2(STANDALONE_RUNNER, tmp / STANDALONE_RUNNER.name)
-        manifest = _manifest(target.name, source, prep, files, cfg, extra)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        text = json.dumps(_manifest(target.name, source, prep, files, cfg, extra), indent=2, ensure_ascii=False)
+        (tmp / MANIFEST).write_text(text)
+        manifest = json.loads(text)  # what readers of the file get (lists, not tuples)
         if progress:
             progress(f"export {target.name}", total, total)
     return manifest
@@ -151,25 +152,7 @@ def _fixed_shape_parity(run, tower, cfg, pixels, img_ref, texts, txt_refs, min_c
 
     if tower.name == "image":
         return check_image(lambda f: batched(f, len(f["pixel_values"])), pixels, img_ref, min_cos)
-    seq = cfg.fixed_seq or None
-    chosen = [(t, r) for t, r in zip(texts, txt_refs) if seq is None or t.length == "context"]
-    fixed = []
-    for t, r in chosen:
-        feeds = dict(t.exported)
-        if seq is not None:
-            feeds = {k: _fit(v, seq, pad=(k == "input_ids")) for k, v in feeds.items()}
-        fixed.append((type(t)(t.lang, t.length, feeds, t.reference), r))
-    return check_text(lambda f: batched(f, len(f["input_ids"])), [t for t, _ in fixed], [r for _, r in fixed],
-                      min_cos)
-
-
-def _fit(x, seq: int, pad: bool):
-    import numpy as np
-
-    if x.shape[1] >= seq:
-        return x[:, :seq]
-    fill = np.zeros((x.shape[0], seq - x.shape[1]), dtype=x.dtype)
-    return np.concatenate([x, fill], 1)
+    return check_text(lambda f: batched(f, len(f["input_ids"])), texts, txt_refs, min_cos)
 
 
 def _file_entry(art: Artifact, target: str, tower, prep: Prepared, bundle: Path, seconds: float) -> dict:

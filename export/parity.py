@@ -59,17 +59,23 @@ class TextInputs:
     reference: tuple[torch.Tensor, torch.Tensor]
 
 
-def text_inputs(original: DualEncoder, texts: dict[str, list[str]], context: int, variable: bool) -> list[TextInputs]:
+def text_inputs(original: DualEncoder, texts: dict[str, list[str]], context: int, variable: bool,
+                fixed: Optional[int] = None) -> list[TextInputs]:
+    """Token batches per language at the lengths the graph must handle: with `fixed`, exactly that many tokens
+    (cut with the EOS kept, or padded); else the full context, plus (for variable-length towers) the natural
+    longest-in-batch length and a cut to SHORT_LEN tokens."""
     out = []
     for lang, caps in texts.items():
         full = original.tokenize(caps)  # the model's own tokenizer, padded to its context
-        n = full.mask.sum(1)
-        longest = int(n.max())
         pad = _pad_id(full)
-        cuts = {"context": full.ids.shape[1]}
-        if variable:
-            cuts["natural"] = longest
-            cuts["short"] = SHORT_LEN
+        longest = int(full.mask.sum(1).max())
+        if fixed:
+            cuts = {"fixed": fixed}
+        else:
+            cuts = {"context": full.ids.shape[1]}
+            if variable:
+                cuts["natural"] = longest
+                cuts["short"] = SHORT_LEN
         for length, L in cuts.items():
             ids, mask = full.ids.clone(), full.mask.clone()
             if L < longest:  # cut to L tokens, keeping the EOS last as the tokenizer's truncation does
@@ -79,7 +85,12 @@ def text_inputs(original: DualEncoder, texts: dict[str, list[str]], context: int
                         ids[i, L - 1] = ids[i, k - 1].clone()
                         ids[i, L:] = pad
                         mask[i, L:] = 0
-            exp = {"input_ids": ids[:, :L].numpy().astype(np.int64), "attention_mask": mask[:, :L].numpy().astype(np.int64)}
+            e_ids, e_mask = ids[:, :L], mask[:, :L]
+            if e_ids.shape[1] < L:  # a fixed length beyond the context cannot happen; pad defensively
+                extra = L - e_ids.shape[1]
+                e_ids = torch.cat([e_ids, torch.full((len(ids), extra), pad, dtype=ids.dtype)], 1)
+                e_mask = torch.cat([e_mask, torch.zeros((len(ids), extra), dtype=mask.dtype)], 1)
+            exp = {"input_ids": e_ids.numpy().astype(np.int64), "attention_mask": e_mask.numpy().astype(np.int64)}
             out.append(TextInputs(lang, length, exp, (ids, mask)))
     return out
 

@@ -113,7 +113,7 @@ def build_with_trtexec(onnx_path: Path, engine_path: Path, profiles: Profiles, p
     log.info("building %s: %s", engine_path.name, " ".join(cmd))
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise CompactError(f"trtexec did not finish building {engine_path.name} within {timeout_s:.0f} s; "
                            "raise the timeout or build with build_engine.sh") from None

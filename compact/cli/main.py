@@ -40,8 +40,11 @@ def cli(verbose: int) -> None:
       compact distill run       distil a small multilingual student (recipes: compact distill recipes)
       compact distill cache     precompute the teacher's embeddings once
       compact prune MODEL       structured pruning (heads, FFN neurons, layers, vocabulary), real smaller tensors
+      compact quantize MODEL    int8 / bf16 / fp16 per tower, gated per language against fp32 (--auto picks)
       compact export T MODEL    ONNX / OpenVINO / Core ML / TensorRT-ready ONNX / ExecuTorch bundles, parity-checked
-    Not built yet: quantize, bench, run.
+      compact bench run B...    latency per runtime (p50/p90/p99, throughput, RSS, size), reports and plots
+      compact bench compare A B two bundles interleaved in one process: the ratio with a 95% CI
+    Not built yet: run.
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
@@ -49,12 +52,14 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     from compact.cli import eval as eval_cmd
-    from compact.cli import distill, export, prune, reference, teachers
+    from compact.cli import bench, distill, export, prune, quantize, reference, teachers
 
     cli.add_command(reference.reference)
     cli.add_command(distill.distill)
     cli.add_command(prune.prune)
+    cli.add_command(quantize.quantize)
     cli.add_command(export.export)
+    cli.add_command(bench.bench)
     cli.add_command(eval_cmd.eval_command)
     cli.add_command(teachers.teachers)
 

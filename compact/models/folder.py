@@ -89,4 +89,8 @@ def load_model(path: Path) -> CompactCLIP:
             f"{weights} does not match config.json (missing {len(missing)} tensors e.g. {missing[:2]}, "
             f"unexpected {len(unexpected)} e.g. {unexpected[:2]}); the files come from different models")
     model.load_state_dict(state)
+    if (path / "quantization.json").is_file():  # written by `compact quantize --runtime torch`
+        from compact.quantize.torch_load import apply_quantization
+
+        apply_quantization(model, path)
     return model.eval()

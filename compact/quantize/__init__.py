@@ -1,1 +1,89 @@
-"""quantize: not built yet (see the project's open issues). Nothing here runs."""
+"""Quantization that is chosen by measurement and checked per tower and per language (`compact quantize`).
+
+Every method is a config dataclass plus a handler, one file each under `methods/`, registered in `METHODS`
+(torchao style: `quantize_(model, Int8DynamicActivationInt8WeightConfig())`). A method produces, for one tower,
+a `Candidate`: something that runs (an ONNX / OpenVINO graph, or a torch module) plus the file it writes. The
+runner in `run.py` gates each candidate against fp32 (cosine, SQNR, per-language zero-shot and retrieval,
+latency side by side) and, in auto mode, keeps the fastest one that passes, per tower.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from compact.errors import CompactError, MissingExtraError
+
+Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
+RUNTIMES = ("onnxruntime", "openvino", "torch", "coreml", "tensorrt")
+
+
+@dataclass
+class Candidate:
+    method: str
+    tower: str
+    runner: Runner
+    precision: str  # int8 | int8-weights | fp16 | bf16 | mixed ...
+    files: list[Path] = field(default_factory=list)  # written into the work folder; the chosen ones are kept
+    details: dict = field(default_factory=dict)
+    module: object = None  # torch candidates: the quantized module (saved through its config, not pickled)
+    timed_runner: Optional[Runner] = None  # torch.compile'd variant used for latency (torchao); else `runner`
+
+
+class QuantMethod:
+    """One quantization method. `runtime` is where its result runs; `packages`/`extra` what it needs."""
+
+    name: str = ""
+    runtime: str = ""
+    packages: tuple[str, ...] = ()
+    extra: str = ""
+    description: str = ""
+
+    def missing(self) -> Optional[str]:
+        for pkg in self.packages:
+            if importlib.util.find_spec(pkg) is None:
+                return f"{pkg} is not installed (pip install 'compact-clip[{self.extra}]')"
+        return None
+
+    def require(self) -> None:
+        for pkg in self.packages:
+            if importlib.util.find_spec(pkg) is None:
+                raise MissingExtraError(pkg, self.extra, f"the {self.name} quantization method")
+
+    def quantize(self, ctx, tower: str) -> Candidate:
+        """Quantize `tower` ("image" | "text") of the fp32 model in `ctx` (a `run.QuantContext`)."""
+        raise NotImplementedError
+
+
+METHODS: dict[str, QuantMethod] = {}
+
+
+def register_method(cls: type[QuantMethod]) -> type[QuantMethod]:
+    METHODS[cls.name] = cls()
+    return cls
+
+
+def _import_builtin() -> None:
+    import importlib
+    import pkgutil
+
+    from compact.quantize import methods
+
+    for mod in pkgutil.iter_modules(methods.__path__):
+        importlib.import_module(f"compact.quantize.methods.{mod.name}")
+
+
+def list_methods(runtime: Optional[str] = None) -> list[str]:
+    _import_builtin()
+    return [n for n, m in METHODS.items() if runtime is None or m.runtime == runtime]
+
+
+def get_method(name: str) -> QuantMethod:
+    _import_builtin()
+    if name not in METHODS:
+        raise CompactError(f"unknown quantization method {name!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name]

@@ -5,7 +5,8 @@ Why this file is hand-written: a bundle has to run where only an inference runti
 neither is the `regex` package that `\\p{L}` patterns usually need. So this one file re-implements, with the
 standard library only, the part of `tokenizers` that compact's bundles use, step for step as `tokenizers` 0.2x
 does it, and gives the very ids `compact.models.tokenizer` gives on the training side (the tests compare both on
-many scripts). It is copied verbatim into every bundle, next to `tokenizer_config.json` and `tokenizer.json`.
+many scripts). It is copied verbatim into every bundle, next to `tokenizer_config.json` and `tokenizer.json`,
+and needs Python 3.9 or newer.
 
     tok = BundleTokenizer.from_folder("bundle/")
     ids, mask = tok(["a red circle", "ein roter Kreis"])          # padded to the longest row
@@ -24,18 +25,21 @@ Anything else (Precompiled/Nmt normalizers, UnicodeScripts/CharDelimiterSplit/Fi
 dropout, regex syntax Python's `re` lacks) raises a ValueError naming it.
 
 Regexes: tokenizer.json's Split and Replace patterns are Oniguruma regexes; `translate_regex` rewrites them for
-Python's `re`: `\\p{L}`-style general categories (built once from `unicodedata`, on first use, ~0.15 s), and
+Python's `re`: `\\p{L}`-style general categories (built from `unicodedata` once, on first use, ~0.2 s), and
 `\\s`, `\\w`, `\\d`, `\\b` with Oniguruma's Unicode meaning (Python's `\\s` would also match U+001C..U+001F, and
 its `\\w` differs from Oniguruma's on marks and numbers). Matches are iterated the way the onig crate iterates
 them (an empty match right after a match is skipped), which decides how empty matches split.
 
-Known limits, all about characters that Python's `unicodedata` and the Rust crates see in different Unicode
-versions: characters assigned after Python's Unicode version (14.0 in Python 3.11; `tokenizers` uses Unicode
-16 for regex classes) are not letters/numbers here; about 70 compatibility characters newer than the Rust
-normalization tables (e.g. U+32FF) are NFKC-normalized here but not there; BertNormalizer/BertPreTokenizer use
-2017 Unicode tables in `tokenizers`, so marks and punctuation added since (rare historic and Indic-extension
-characters) are treated differently. Metaspace's `prepend_scheme: first` treats a piece as first when it starts
-the text (or the text after an added token), even if a normalizer removed characters before it.
+Known limits, all about characters that Python's `unicodedata` and the Rust crates place in different Unicode
+versions (none of them occurs in the tests' text in 11 languages and scripts):
+  - characters assigned after Python's Unicode version (14.0 in Python 3.11; `tokenizers` 0.23's regexes know
+    Unicode 16) are not letters/numbers here;
+  - about 70 compatibility characters newer than `tokenizers`' normalization tables (e.g. U+32FF) are
+    NFKC/NFKD-normalized here but not there;
+  - BertNormalizer, BertPreTokenizer, Punctuation and StripAccents use 2017 tables in `tokenizers`: marks and
+    punctuation added to Unicode since (rare historic scripts, Arabic/Indic extensions) are treated differently.
+Metaspace's `prepend_scheme: first` counts a piece as first when it begins the input text; `tokenizers` looks at
+its original offset, which differs only when a normalizer deleted the text's first characters.
 """
 
 from __future__ import annotations
@@ -45,15 +49,15 @@ import json
 import re
 import sys
 import unicodedata
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 TOKENIZER_CONFIG = "tokenizer_config.json"
 TOKENIZER_JSON = "tokenizer.json"
 
-Ranges = Tuple[Tuple[int, int], ...]  # sorted, disjoint, inclusive code point ranges
-Piece = Tuple[str, bool]  # a piece of text, and whether it starts the text (for Metaspace's "first")
-Match = Tuple[int, int, bool]  # start, end, is it a match: a pattern's cover of a string, as `tokenizers` has it
+Ranges = tuple[tuple[int, int], ...]  # sorted, disjoint, inclusive code point ranges
+Piece = tuple[str, bool]  # a piece of text, and whether it starts the text (for Metaspace's "first")
+Match = tuple[int, int, bool]  # start, end, is it a match: a pattern's cover of a string, as `tokenizers` has it
 
 # ----------------------------------------------------------------------------------------------------------------
 # Unicode character sets
@@ -68,7 +72,8 @@ _WHITE_SPACE_CHARS = "".join(chr(c) for a, b in _WHITE_SPACE for c in range(a, b
 # Other_Alphabetic characters outside Mark are these circled/squared letters (So).
 _ALPHABETIC_SYMBOLS: Ranges = ((0x24B6, 0x24E9), (0x1F130, 0x1F149), (0x1F150, 0x1F169), (0x1F170, 0x1F189))
 _JOIN_CONTROL: Ranges = ((0x200C, 0x200D),)
-_ONIG_LATIN1_WORD: Ranges = ((0xB2, 0xB3), (0xB9, 0xB9), (0xBC, 0xBE))  # Oniguruma's \w also takes ² ³ ¹ ¼ ½ ¾
+# Oniguruma's \w (and \b, \p{Word}) outside a character class also takes ² ³ ¹ ¼ ½ ¾; inside a class it does not.
+_ONIG_LATIN1_WORD: Ranges = ((0xB2, 0xB3), (0xB9, 0xB9), (0xBC, 0xBE))
 _HEX_DIGITS: Ranges = ((0x30, 0x39), (0x41, 0x46), (0x61, 0x66))
 _ASCII_PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
 
@@ -86,35 +91,27 @@ _LONG_NAMES = {
     "privateuse": "Co", "unassigned": "Cn",
     "space": "space", "whitespace": "space", "digit": "digit", "word": "word", "any": "any", "xdigit": "hex",
 }
-_PROPERTY_NAMES: Dict[str, str] = {
+_PROPERTY_NAMES: dict[str, str] = {
     **{gc.lower(): gc for gc in _GENERAL_CATEGORIES + ("L", "M", "N", "P", "S", "Z", "C", "LC")},
-    "l&": "LC",
     **_LONG_NAMES,
 }
 
-_category_runs: Optional[Tuple[List[int], List[str]]] = None
-_sets: Dict[str, Ranges] = {}
+_category_runs: tuple[list[int], list[str]] | None = None
+_sets: dict[str, Ranges] = {}
 
 
-def _runs() -> Tuple[List[int], List[str]]:
+def _runs() -> tuple[list[int], list[str]]:
     """(first code point, general category) of every run of equal categories: one pass over all code points."""
     global _category_runs
     if _category_runs is None:
         cats = list(map(unicodedata.category, map(chr, range(sys.maxunicode + 1))))
-        starts: List[int] = []
-        names: List[str] = []
-        prev = ""
-        for cp, cat in enumerate(cats):
-            if cat != prev:
-                starts.append(cp)
-                names.append(cat)
-                prev = cat
-        _category_runs = (starts, names)
+        starts = [0] + [cp for cp, a, b in zip(range(1, len(cats)), cats, cats[1:]) if a != b]
+        _category_runs = (starts, [cats[cp] for cp in starts])
     return _category_runs
 
 
 def _normalize(ranges) -> Ranges:
-    out: List[List[int]] = []
+    out: list[list[int]] = []
     for a, b in sorted(ranges):
         if out and a <= out[-1][1] + 1:
             out[-1][1] = max(out[-1][1], b)
@@ -150,7 +147,8 @@ def _categories(wanted: set) -> Ranges:
 
 def _named_set(name: str) -> Ranges:
     """A character set by name: a general category ("L", "Nd", "LC", ...), or "space", "digit", "hex", "any",
-    "word" (Oniguruma's \\w), "rust_word" (Rust regex's \\w), "bert_punct" (BERT's punctuation)."""
+    "word" / "class_word" (Oniguruma's \\w outside / inside a character class), "rust_word" (Rust regex's \\w),
+    "bert_punct" (BERT's punctuation)."""
     ranges = _sets.get(name)
     if ranges is None:
         if name == "space":
@@ -161,9 +159,10 @@ def _named_set(name: str) -> Ranges:
             ranges = ((0, sys.maxunicode),)
         elif name == "digit":
             ranges = _categories({"Nd"})
-        elif name in ("word", "rust_word"):
+        elif name in ("word", "class_word", "rust_word"):
             base = _categories({gc for gc in _GENERAL_CATEGORIES if gc[0] in "LM"} | {"Nd", "Nl", "Pc"})
-            ranges = _union(base, _ALPHABETIC_SYMBOLS, _ONIG_LATIN1_WORD if name == "word" else _JOIN_CONTROL)
+            extra = {"word": _ONIG_LATIN1_WORD, "class_word": (), "rust_word": _JOIN_CONTROL}[name]
+            ranges = _union(base, _ALPHABETIC_SYMBOLS, extra)
         elif name == "bert_punct":
             ascii_punct = _normalize((ord(c), ord(c)) for c in _ASCII_PUNCTUATION)
             ranges = _union(_categories({gc for gc in _GENERAL_CATEGORIES if gc[0] == "P"}), ascii_punct)
@@ -177,7 +176,7 @@ def _named_set(name: str) -> Ranges:
     return ranges
 
 
-def _property(name: str) -> Ranges:
+def _property(name: str, in_class: bool = False) -> Ranges:
     """The set of `\\p{name}`; names are matched as Oniguruma does (case, spaces, '_' and '-' ignored)."""
     key = name.replace(" ", "").replace("_", "").replace("-", "").lower()
     negate = key.startswith("^")
@@ -186,7 +185,7 @@ def _property(name: str) -> Ranges:
         raise ValueError(f"tokenizer.json uses the regex class \\p{{{name}}}, which compact_tokenizer.py does not "
                          "implement (it knows the general categories, e.g. L, N, Lu, Nd, P, and Space, Digit, "
                          "Word, XDigit, Any)")
-    ranges = _named_set(canonical)
+    ranges = _named_set("class_word" if canonical == "word" and in_class else canonical)
     return _complement(ranges) if negate else ranges
 
 
@@ -222,7 +221,7 @@ def _unsupported_regex(pattern: str, what: str) -> ValueError:
                       "implement that")
 
 
-def _read_escape(p: str, i: int, in_class: bool) -> Tuple[str, object, int]:
+def _read_escape(p: str, i: int, in_class: bool) -> tuple[str, object, int]:
     """The escape at p[i] (a backslash): ("set", ranges, next), ("char", code point, next) or, outside a
     character class, ("raw", Python regex text, next)."""
     if i + 1 >= len(p):
@@ -239,10 +238,11 @@ def _read_escape(p: str, i: int, in_class: bool) -> Tuple[str, object, int]:
             name, j = p[j], j + 1
         else:
             raise _unsupported_regex(p, "a bare \\p")
-        ranges = _property(name)
+        ranges = _property(name, in_class)
         return "set", (_complement(ranges) if c == "P" else ranges), j
     if c.lower() in _SET_ESCAPES:
-        ranges = _named_set(_SET_ESCAPES[c.lower()])
+        name = _SET_ESCAPES[c.lower()]
+        ranges = _named_set("class_word" if name == "word" and in_class else name)
         return "set", (ranges if c.islower() else _complement(ranges)), j
     if c in _CHAR_ESCAPES:
         return "char", _CHAR_ESCAPES[c], j
@@ -285,13 +285,13 @@ def _read_escape(p: str, i: int, in_class: bool) -> Tuple[str, object, int]:
     return "char", ord(c), j
 
 
-def _read_class(p: str, i: int) -> Tuple[str, int]:
+def _read_class(p: str, i: int) -> tuple[str, int]:
     """The character class at p[i] ('['), as Python regex text."""
     j = i + 1
     negate = p.startswith("^", j)
     if negate:
         j += 1
-    items: List[str] = []
+    items: list[str] = []
     first = True
     while True:
         if j >= len(p):
@@ -330,7 +330,7 @@ def _read_class(p: str, i: int) -> Tuple[str, int]:
     return f"[{'^' if negate else ''}{body}]", j
 
 
-def _read_group(p: str, i: int, at_start: bool) -> Tuple[str, int]:
+def _read_group(p: str, i: int, at_start: bool) -> tuple[str, int]:
     """The group opening at p[i] ('(?'), as Python regex text."""
     j = i + 2
     rest = p[j:]
@@ -362,7 +362,7 @@ def translate_regex(pattern: str) -> str:
     """An Oniguruma regex (the syntax of tokenizer.json's Split and Replace patterns) in Python `re` syntax.
 
     Compile the result with re.MULTILINE: in Oniguruma's (Ruby) syntax ^ and $ match at line breaks."""
-    out: List[str] = []
+    out: list[str] = []
     i = 0
     while i < len(pattern):
         c = pattern[i]
@@ -381,10 +381,10 @@ def translate_regex(pattern: str) -> str:
     return "".join(out)
 
 
-_compiled: Dict[str, "re.Pattern[str]"] = {}
+_compiled: dict[str, re.Pattern[str]] = {}
 
 
-def _compile(pattern: str) -> "re.Pattern[str]":
+def _compile(pattern: str) -> re.Pattern[str]:
     rx = _compiled.get(pattern)
     if rx is None:
         try:
@@ -395,7 +395,7 @@ def _compile(pattern: str) -> "re.Pattern[str]":
     return rx
 
 
-def _pattern(spec: dict, where: str) -> "re.Pattern[str]":
+def _pattern(spec: dict, where: str) -> re.Pattern[str]:
     """A Split/Replace `pattern`: {"String": literal} or {"Regex": Oniguruma regex}."""
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ValueError(f"tokenizer.json: {where} has a malformed pattern {spec!r}")
@@ -413,12 +413,12 @@ def _pattern(spec: dict, where: str) -> "re.Pattern[str]":
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _regex_matches(rx: "re.Pattern[str]", s: str) -> List[Match]:
+def _regex_matches(rx: re.Pattern[str], s: str) -> list[Match]:
     """The cover of `s` by the matches of `rx`, iterated as the onig crate does: an empty match ending where the
     previous match ended is skipped by one character (Python's finditer would keep it and retry)."""
     if not s:
         return [(0, 0, False)]
-    out: List[Match] = []
+    out: list[Match] = []
     prev = pos = 0
     last_end = -1
     n = len(s)
@@ -441,11 +441,11 @@ def _regex_matches(rx: "re.Pattern[str]", s: str) -> List[Match]:
     return out
 
 
-def _char_matches(s: str, pred: Callable[[str], bool]) -> List[Match]:
+def _char_matches(s: str, pred: Callable[[str], bool]) -> list[Match]:
     """The cover of `s` by single characters for which `pred` holds (each one a match of its own)."""
     if not s:
         return [(0, 0, False)]
-    out: List[Match] = []
+    out: list[Match] = []
     last = 0
     for i, ch in enumerate(s):
         if pred(ch):
@@ -461,10 +461,10 @@ def _char_matches(s: str, pred: Callable[[str], bool]) -> List[Match]:
 _BEHAVIORS = ("Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous")
 
 
-def _split(s: str, at_start: bool, matches: List[Match], behavior: str, invert: bool = False) -> List[Piece]:
+def _split(s: str, at_start: bool, matches: list[Match], behavior: str, invert: bool = False) -> list[Piece]:
     if invert:
         matches = [(a, b, not m) for a, b, m in matches]
-    spans: List[List[int]] = []
+    spans: list[list[int]] = []
     if behavior == "Removed":
         spans = [[a, b] for a, b, m in matches if not m]
     elif behavior == "Isolated":
@@ -512,7 +512,7 @@ def _lowercase(s: str) -> str:
     return s.lower() if "\u03a3" not in s else "".join(c.lower() for c in s)
 
 
-def _bytes_to_unicode() -> Dict[int, str]:
+def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable character table that ByteLevel uses."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
     table = {b: chr(b) for b in keep}
@@ -586,7 +586,7 @@ def _strip(spec: dict) -> Normalizer:
     return run
 
 
-def _sequence(steps: List[Callable]) -> Callable:
+def _sequence(steps: list[Callable]) -> Callable:
     def run(s):
         for step in steps:
             s = step(s)
@@ -595,7 +595,7 @@ def _sequence(steps: List[Callable]) -> Callable:
     return run
 
 
-def _build_normalizer(spec: Optional[dict]) -> Optional[Normalizer]:
+def _build_normalizer(spec: dict | None) -> Normalizer | None:
     if spec is None:
         return None
     kind = spec.get("type")
@@ -626,7 +626,7 @@ def _build_normalizer(spec: Optional[dict]) -> Optional[Normalizer]:
 # Pre-tokenizers: one piece -> its sub-pieces
 # ----------------------------------------------------------------------------------------------------------------
 
-PreTokenizer = Callable[[str, bool], List[Piece]]
+PreTokenizer = Callable[[str, bool], list[Piece]]
 
 # GPT-2's pattern, as tokenizers' ByteLevel pre-tokenizer has it.
 BYTE_LEVEL_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -636,7 +636,7 @@ def _byte_level(spec: dict) -> PreTokenizer:
     add_prefix_space = spec.get("add_prefix_space", True)
     rx = _compile(BYTE_LEVEL_PATTERN) if spec.get("use_regex", True) else None
 
-    def run(s: str, at_start: bool) -> List[Piece]:
+    def run(s: str, at_start: bool) -> list[Piece]:
         if add_prefix_space and not s.startswith(" "):
             s = " " + s
         pieces = _split(s, at_start, _regex_matches(rx, s), "Isolated") if rx is not None else [(s, at_start)]
@@ -645,7 +645,7 @@ def _byte_level(spec: dict) -> PreTokenizer:
     return run
 
 
-def _regex_pieces(rx: "re.Pattern[str]") -> PreTokenizer:
+def _regex_pieces(rx: re.Pattern[str]) -> PreTokenizer:
     """Keep the (never empty) matches of `rx`, drop the rest: Invert + Removed on a pattern."""
     return lambda s, at_start: [(m.group(), at_start and m.start() == 0) for m in rx.finditer(s)]
 
@@ -660,7 +660,7 @@ def _metaspace(spec: dict) -> PreTokenizer:
                          "not implement")
     split = spec.get("split", True)
 
-    def run(s: str, at_start: bool) -> List[Piece]:
+    def run(s: str, at_start: bool) -> list[Piece]:
         s = s.replace(" ", rep)
         if not s.startswith(rep) and (scheme == "always" or (scheme == "first" and at_start)):
             s = rep + s
@@ -671,7 +671,7 @@ def _metaspace(spec: dict) -> PreTokenizer:
     return run
 
 
-def _build_pre_tokenizer(spec: Optional[dict]) -> Optional[PreTokenizer]:
+def _build_pre_tokenizer(spec: dict | None) -> PreTokenizer | None:
     if spec is None:
         return None
     kind = spec.get("type")
@@ -705,7 +705,7 @@ def _build_pre_tokenizer(spec: Optional[dict]) -> Optional[PreTokenizer]:
     if kind == "Sequence":
         steps = [p for p in (_build_pre_tokenizer(x) for x in spec.get("pretokenizers", [])) if p is not None]
 
-        def run(s: str, at_start: bool) -> List[Piece]:
+        def run(s: str, at_start: bool) -> list[Piece]:
             pieces = [(s, at_start)]
             for step in steps:
                 pieces = [sub for p, st in pieces for sub in step(p, st)]
@@ -724,9 +724,9 @@ _CACHE_LIMIT = 100_000
 
 class _Model:
     def __init__(self) -> None:
-        self._cache: Dict[str, List[int]] = {}
+        self._cache: dict[str, list[int]] = {}
 
-    def tokenize(self, word: str) -> List[int]:
+    def tokenize(self, word: str) -> list[int]:
         ids = self._cache.get(word)
         if ids is None:
             ids = self._tokenize(word) if word else []
@@ -735,11 +735,11 @@ class _Model:
             self._cache[word] = ids
         return ids
 
-    def _tokenize(self, word: str) -> List[int]:
+    def _tokenize(self, word: str) -> list[int]:
         raise NotImplementedError
 
 
-def _vocab_id(vocab: Dict[str, int], token: Optional[str], model: str) -> int:
+def _vocab_id(vocab: dict[str, int], token: str | None, model: str) -> int:
     if token is None or token not in vocab:
         raise ValueError(f"tokenizer.json: the {model} model met an unknown piece of text but its unk_token "
                          f"{token!r} is not in its vocabulary (tokenizers fails here too)")
@@ -754,14 +754,14 @@ class _BPE(_Model):
         if spec.get("dropout") not in (None, 0, 0.0):
             raise ValueError("tokenizer.json uses BPE dropout (random merges), which compact_tokenizer.py does not "
                              "implement")
-        self.vocab: Dict[str, int] = dict(spec.get("vocab") or {})
-        self.unk_token: Optional[str] = spec.get("unk_token")
+        self.vocab: dict[str, int] = dict(spec.get("vocab") or {})
+        self.unk_token: str | None = spec.get("unk_token")
         self.prefix: str = spec.get("continuing_subword_prefix") or ""
         self.suffix: str = spec.get("end_of_word_suffix") or ""
         self.fuse_unk = bool(spec.get("fuse_unk", False))
         self.byte_fallback = bool(spec.get("byte_fallback", False))
         self.ignore_merges = bool(spec.get("ignore_merges", False))
-        self.merges: Dict[Tuple[int, int], Tuple[int, int]] = {}
+        self.merges: dict[tuple[int, int], tuple[int, int]] = {}
         for rank, merge in enumerate(spec.get("merges") or []):
             parts = merge.split(" ") if isinstance(merge, str) else list(merge)
             if len(parts) != 2:
@@ -773,10 +773,10 @@ class _BPE(_Model):
                     raise ValueError(f"tokenizer.json: BPE merge {merge!r} uses {tok!r}, which is not in the vocab")
             self.merges[(self.vocab[a], self.vocab[b])] = (rank, self.vocab[new])
 
-    def _symbols(self, word: str) -> List[int]:
+    def _symbols(self, word: str) -> list[int]:
         vocab = self.vocab
-        ids: List[int] = []
-        unk: Optional[int] = None
+        ids: list[int] = []
+        unk: int | None = None
         last = len(word) - 1
         for i, ch in enumerate(word):
             s = ch
@@ -805,7 +805,7 @@ class _BPE(_Model):
             ids.append(unk)
         return ids
 
-    def _merge(self, sym: List[int]) -> List[int]:
+    def _merge(self, sym: list[int]) -> list[int]:
         """tokenizers' Word::merge_all: a heap of (rank, position) over adjacent pairs, stale entries skipped."""
         n = len(sym)
         if n < 2:
@@ -848,7 +848,7 @@ class _BPE(_Model):
                     heapq.heappush(heap, (m[0], pos, m[1]))
         return [s for s, keep in zip(sym, alive) if keep]
 
-    def _tokenize(self, word: str) -> List[int]:
+    def _tokenize(self, word: str) -> list[int]:
         if self.ignore_merges and word in self.vocab:
             return [self.vocab[word]]
         return self._merge(self._symbols(word))
@@ -859,15 +859,15 @@ class _WordPiece(_Model):
 
     def __init__(self, spec: dict):
         super().__init__()
-        self.vocab: Dict[str, int] = dict(spec.get("vocab") or {})
-        self.unk_token: Optional[str] = spec.get("unk_token", "[UNK]")
+        self.vocab: dict[str, int] = dict(spec.get("vocab") or {})
+        self.unk_token: str | None = spec.get("unk_token", "[UNK]")
         self.prefix: str = spec.get("continuing_subword_prefix", "##")
         self.max_chars = int(spec.get("max_input_chars_per_word", 100))
 
-    def _tokenize(self, word: str) -> List[int]:
+    def _tokenize(self, word: str) -> list[int]:
         if len(word) > self.max_chars:
             return [_vocab_id(self.vocab, self.unk_token, "WordPiece")]
-        ids: List[int] = []
+        ids: list[int] = []
         start, n = 0, len(word)
         while start < n:
             end = n
@@ -888,10 +888,10 @@ class _WordPiece(_Model):
 class _WordLevel(_Model):
     def __init__(self, spec: dict):
         super().__init__()
-        self.vocab: Dict[str, int] = dict(spec.get("vocab") or {})
-        self.unk_token: Optional[str] = spec.get("unk_token")
+        self.vocab: dict[str, int] = dict(spec.get("vocab") or {})
+        self.unk_token: str | None = spec.get("unk_token")
 
-    def _tokenize(self, word: str) -> List[int]:
+    def _tokenize(self, word: str) -> list[int]:
         tid = self.vocab.get(word)
         return [tid if tid is not None else _vocab_id(self.vocab, self.unk_token, "WordLevel")]
 
@@ -904,12 +904,12 @@ class _Unigram(_Model):
     def __init__(self, spec: dict):
         super().__init__()
         pieces = spec.get("vocab") or []
-        self.ids: Dict[str, int] = {}
-        self.scores: List[float] = []
+        self.ids: dict[str, int] = {}
+        self.scores: list[float] = []
         for i, (piece, score) in enumerate(pieces):
             self.ids[piece] = i
             self.scores.append(float(score))
-        self.unk_id: Optional[int] = spec.get("unk_id")
+        self.unk_id: int | None = spec.get("unk_id")
         self.byte_fallback = bool(spec.get("byte_fallback", False))
         self.max_len = max((len(p) for p in self.ids), default=0)
         self.unk_score = min(self.scores, default=float("inf")) - self.UNK_PENALTY
@@ -918,10 +918,10 @@ class _Unigram(_Model):
         return ValueError("tokenizer.json: the Unigram model met an unknown character but has no unk_id "
                           "(tokenizers fails here too)")
 
-    def _pieces(self, s: str) -> List[str]:
+    def _pieces(self, s: str) -> list[str]:
         n = len(s)
         best_score = [0.0] * (n + 1)
-        best_start: List[Optional[int]] = [None] * (n + 1)
+        best_start: list[int | None] = [None] * (n + 1)
         best_id = [0] * (n + 1)
         ids, scores = self.ids, self.scores
         for start in range(n):
@@ -944,8 +944,8 @@ class _Unigram(_Model):
                     if self.unk_id is None:
                         raise self._missing_unk()
                     best_score[end], best_start[end], best_id[end] = score, start, self.unk_id
-        out: List[str] = []
-        fused: List[str] = []
+        out: list[str] = []
+        fused: list[str] = []
         end = n
         while end > 0:
             start = best_start[end]
@@ -962,8 +962,8 @@ class _Unigram(_Model):
         out.reverse()
         return out
 
-    def _tokenize(self, word: str) -> List[int]:
-        ids: List[int] = []
+    def _tokenize(self, word: str) -> list[int]:
+        ids: list[int] = []
         for piece in self._pieces(word):
             tid = self.ids.get(piece)
             if tid is None and self.byte_fallback:
@@ -1001,8 +1001,8 @@ class _AddedTokens:
 
     Tokens with `normalized: false` are found in the raw text, the others in each normalized piece."""
 
-    def __init__(self, tokens: List[dict], normalizer: Optional[Normalizer]):
-        self._info: Dict[bool, Dict[str, Tuple[int, bool, bool, bool]]] = {False: {}, True: {}}
+    def __init__(self, tokens: list[dict], normalizer: Normalizer | None):
+        self._info: dict[bool, dict[str, tuple[int, bool, bool, bool]]] = {False: {}, True: {}}
         for t in tokens:
             content = t.get("content", "")
             normalized = bool(t.get("normalized", not t.get("special", False)))
@@ -1015,7 +1015,7 @@ class _AddedTokens:
             key: re.compile("|".join(re.escape(c) for c in sorted(info, key=len, reverse=True))) if info else None
             for key, info in self._info.items()
         }
-        self._word: Optional["re.Pattern[str]"] = None
+        self._word: re.Pattern[str] | None = None
         self._any = bool(self._info[False] or self._info[True])
 
     def _is_word_char(self, c: str) -> bool:  # Rust regex \w
@@ -1023,13 +1023,13 @@ class _AddedTokens:
             self._word = re.compile(_class(_named_set("rust_word")))
         return self._word.match(c) is not None
 
-    def split(self, s: str, at_start: bool, normalized: bool) -> List[Tuple[str, Optional[int], bool]]:
+    def split(self, s: str, at_start: bool, normalized: bool) -> list[tuple[str, int | None, bool]]:
         """AddedVocabulary::find_matches: (text, added token id or None, starts the text) covering `s`."""
         rx = self._rx[normalized]
         if rx is None or not s:
             return [(s, None, at_start)]
         info = self._info[normalized]
-        out: List[Tuple[str, Optional[int], bool]] = []
+        out: list[tuple[str, int | None, bool]] = []
         offset = 0
         for m in rx.finditer(s):
             start, stop = m.span()
@@ -1051,7 +1051,7 @@ class _AddedTokens:
             out.append((s[offset:], None, at_start and offset == 0))
         return out
 
-    def extract_and_normalize(self, text: str, normalizer: Optional[Normalizer]) -> List[Tuple[str, Optional[int], bool]]:
+    def extract_and_normalize(self, text: str, normalizer: Normalizer | None) -> list[tuple[str, int | None, bool]]:
         if not self._any:
             return [(normalizer(text) if normalizer else text, None, True)]
         out = []
@@ -1087,16 +1087,16 @@ class JsonTokenizer:
                                  "does not implement")
 
     @classmethod
-    def from_file(cls, path: Union[str, Path]) -> "JsonTokenizer":
+    def from_file(cls, path: str | Path) -> JsonTokenizer:
         with open(path, encoding="utf-8") as f:
             return cls(json.load(f))
 
     @classmethod
-    def from_str(cls, text: str) -> "JsonTokenizer":
+    def from_str(cls, text: str) -> JsonTokenizer:
         return cls(json.loads(text))
 
-    def encode(self, text: str) -> List[int]:
-        ids: List[int] = []
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
         for piece, tid, at_start in self._added.extract_and_normalize(text, self._normalizer):
             if tid is not None:
                 ids.append(tid)
@@ -1108,7 +1108,7 @@ class JsonTokenizer:
                 ids.extend(self._model.tokenize(word))
         return self._truncate_and_pad(ids)
 
-    def _truncate_and_pad(self, ids: List[int]) -> List[int]:
+    def _truncate_and_pad(self, ids: list[int]) -> list[int]:
         trunc = self._truncation
         if trunc is not None:
             max_length = int(trunc.get("max_length", 512))
@@ -1140,7 +1140,7 @@ class BundleTokenizer:
     ids). A text longer than context_length keeps its first context_length - 1 ids and ends with EOS: the text
     tower pools at the EOS."""
 
-    def __init__(self, encode: Callable[[str], List[int]], context_length: int, bos_id: Optional[int], eos_id: int,
+    def __init__(self, encode: Callable[[str], list[int]], context_length: int, bos_id: int | None, eos_id: int,
                  pad_id: int):
         if context_length < 1:
             raise ValueError(f"context_length must be at least 1, got {context_length}")
@@ -1151,7 +1151,7 @@ class BundleTokenizer:
         self.pad_id = int(pad_id)
 
     @classmethod
-    def from_folder(cls, folder: Union[str, Path]) -> "BundleTokenizer":
+    def from_folder(cls, folder: str | Path) -> BundleTokenizer:
         folder = Path(folder)
         path = folder / TOKENIZER_CONFIG
         if not path.is_file():
@@ -1161,7 +1161,7 @@ class BundleTokenizer:
         return cls.from_config(config, folder)
 
     @classmethod
-    def from_config(cls, config: dict, folder: Union[str, Path] = ".") -> "BundleTokenizer":
+    def from_config(cls, config: dict, folder: str | Path = ".") -> BundleTokenizer:
         kind = config.get("type")
         context_length = int(config["context_length"])
         if kind == "bytes":
@@ -1176,13 +1176,13 @@ class BundleTokenizer:
         raise ValueError(f"{TOKENIZER_CONFIG}: tokenizer type {kind!r}, which compact_tokenizer.py does not "
                          "implement (known: 'bytes', 'hf')")
 
-    def encode(self, text: str) -> List[int]:
+    def encode(self, text: str) -> list[int]:
         """The ids of one text with BOS (if any) and EOS, neither padded nor truncated."""
         head = [self.bos_id] if self.bos_id is not None else []
         return head + self._encode(text) + [self.eos_id]
 
-    def __call__(self, texts: Union[str, Sequence[str]],
-                 pad_to: str = "longest") -> Tuple[List[List[int]], List[List[int]]]:
+    def __call__(self, texts: str | Sequence[str],
+                 pad_to: str = "longest") -> tuple[list[list[int]], list[list[int]]]:
         """(ids, mask) as lists of rows, truncated to context_length; padded with pad_id to the longest row
         (pad_to="longest") or to context_length (pad_to="max_length"). One string counts as one text."""
         if pad_to not in ("longest", "max_length"):

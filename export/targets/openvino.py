@@ -71,7 +71,8 @@ class OpenVinoTarget(ExportTarget):
         return [Artifact(path.name, tower.name, cfg.precision, details, companions=[f"{tower.name}.bin"])]
 
     def runner(self, artifact: Artifact, bundle: Path, cfg) -> Optional[Runner]:
-        return compiled_runner(compile_ir(bundle / artifact.path))
+        # Quantized bundles may ask for another inference precision (compact quantize's bf16 method).
+        return compiled_runner(compile_ir(bundle / artifact.path, artifact.details.get("inference_precision", "f32")))
 
 
 def _ov_type(dtype: torch.dtype):

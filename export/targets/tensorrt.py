@@ -7,7 +7,7 @@ from PyPI alone, so the portable artifact is the ONNX TensorRT will parse:
                        sorted; static shapes when --fixed-batch/--fixed-seq are set, else dynamic axes with the
                        optimization profiles (min/opt/max per input) recorded in the manifest and in the ONNX's
                        metadata (`compact.trt_profiles`), so `finalize` and other tools read them from the file
-    build_engine.sh    trtexec per tower and precision (fp16; int8 when the ONNX carries QDQ nodes), with the
+    build_engine.sh    trtexec per tower and precision (fp16; int8, strongly typed, when the ONNX carries QDQ), with the
                        profiles' --minShapes/--optShapes/--maxShapes and a shared timing cache
     <tower>.<p>.plan   only where `tensorrt` imports and a CUDA device exists: engines built here, parity-checked
                        on TensorRT itself
@@ -47,9 +47,13 @@ TRT10_MAX_OPSET = 20
 
 ORT_PARITY = ("onnxruntime CPU on the TRT-ready ONNX (no TensorRT here: engine not built, engine parity "
               "unverified)")
+ORT_PARITY_SWITCHED_OFF = ("onnxruntime CPU on the TRT-ready ONNX (engine build switched off: engine not built, "
+                           "engine parity unverified)")
 ORT_PARITY_WITH_ENGINE = "onnxruntime CPU on the TRT-ready ONNX (the engines' own parity is in their entries)"
 NO_ENGINE_NOTE = ("No TensorRT on the export machine: the engines were not built and their parity is unverified; "
                   "run build_engine.sh where TensorRT is installed")
+SWITCHED_OFF_NOTE = ("The engine build was switched off (trt_build_engine=False): the engines were not built and "
+                     "their parity is unverified; run build_engine.sh")
 
 # ONNX ops TensorRT 10's ONNX parser does not import (onnx-tensorrt docs/operators.md), grouped by why.
 _SEQUENCE_OPS = ("SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase", "SequenceInsert",
@@ -92,8 +96,7 @@ class TensorRTTarget(ExportTarget):
         facts.update(validate(path))
         can_build, why = engine_support()
         build = can_build and bool(cfg.target_options.get("trt_build_engine", True))
-        details = {**info, **facts, "profiles": profiles,
-                   "parity_runtime": ORT_PARITY_WITH_ENGINE if build else ORT_PARITY}
+        details = {**info, **facts, "profiles": profiles, "parity_runtime": _ort_parity(build, can_build)}
         arts = [Artifact(path.name, tower.name, "fp32", details)]
         if not build:
             log.info("%s: TensorRT engine not built (%s)", tower.name,
@@ -116,7 +119,7 @@ class TensorRTTarget(ExportTarget):
 
             return TrtRunner(path)
         built = any(p.name.startswith(f"{artifact.tower}.") and p.suffix == ".plan" for p in bundle.iterdir())
-        artifact.details["parity_runtime"] = ORT_PARITY_WITH_ENGINE if built else ORT_PARITY
+        artifact.details["parity_runtime"] = _ort_parity(built, engine_support()[0])
         return session_runner(ort_session(path))
 
     def unverified_reason(self) -> str:
@@ -140,22 +143,30 @@ class TensorRTTarget(ExportTarget):
         script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         facts: dict = {"engine_built": bool(plans), "engines": plans, "profiles": profiles,
                        "build_script": BUILD_SCRIPT, "timing_cache": TIMING_CACHE}
+        can_build, gpu = engine_support()
         if plans:
             from export.trt_engine import tensorrt_version
 
-            _ok, gpu = engine_support()
             facts["note"] = (f"Engines built with TensorRT {tensorrt_version()} on {gpu}; they load only with that "
                              "TensorRT version and GPU model: elsewhere run build_engine.sh")
         else:
-            facts["note"] = NO_ENGINE_NOTE
+            facts["note"] = SWITCHED_OFF_NOTE if can_build else NO_ENGINE_NOTE
         return {"tensorrt": facts}
 
 
+def _ort_parity(engine_built: bool, can_build: bool) -> str:
+    """How the TRT-ready ONNX's parity was checked, as the manifest says it."""
+    if engine_built:
+        return ORT_PARITY_WITH_ENGINE
+    return ORT_PARITY_SWITCHED_OFF if can_build else ORT_PARITY
+
+
 def engine_precisions(cfg, has_qdq: bool) -> list[str]:
-    """Engines to build: fp16, plus int8 when the ONNX is explicitly quantized (QDQ); or `trt_precisions`."""
+    """Engines to build: fp16; int8 instead when the ONNX is explicitly quantized (QDQ nodes: TensorRT honours
+    them in a strongly typed network, which takes no fp16 flag); or the `trt_precisions` target option."""
     chosen = cfg.target_options.get("trt_precisions")
     if chosen is None:
-        return ["fp16", "int8"] if has_qdq else ["fp16"]
+        return ["int8"] if has_qdq else ["fp16"]
     chosen = [chosen] if isinstance(chosen, str) else list(chosen)
     bad = [p for p in chosen if p not in PRECISIONS]
     if bad:
@@ -347,8 +358,8 @@ def _polygraphy_cli() -> list[str]:
     script = Path(sys.executable).parent / "polygraphy"
     if script.is_file():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from polygraphy.tools import main; sys.argv[0] = 'polygraphy'; "
-            "sys.exit(main())"]
+    entry = "import sys; from polygraphy.tools import main; sys.argv[0] = 'polygraphy'; sys.exit(main())"
+    return [sys.executable, "-c", entry]
 
 
 def polygraphy_inspect(path: Path, timeout_s: float = 300) -> dict:
@@ -360,7 +371,7 @@ def polygraphy_inspect(path: Path, timeout_s: float = 300) -> dict:
 
     cmd = [*_polygraphy_cli(), "inspect", "model", str(path)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout_s)
     except (OSError, subprocess.TimeoutExpired) as e:
         log.warning("polygraphy inspect model %s did not run: %s", path.name, e)
         return {"ran": False, "reason": f"{type(e).__name__}: {e}"}
@@ -403,8 +414,8 @@ def _build_script(lines: list[str]) -> str:
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
         'TRTEXEC="${TRTEXEC:-trtexec}"',
-        'command -v "$TRTEXEC" >/dev/null || { echo "trtexec not found: install TensorRT or set TRTEXEC" >&2; '
-        "exit 1; }",
+        ('command -v "$TRTEXEC" >/dev/null || { echo "trtexec not found: install TensorRT or set TRTEXEC" >&2; '
+         "exit 1; }"),
         *lines,
         "",
     ])

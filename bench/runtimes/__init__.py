@@ -1,0 +1,137 @@
+"""Benchmark runtimes: one file each, registered in `RUNTIMES` (timm-style registry + factory).
+
+A runtime loads one tower of an export bundle and runs it:
+
+    rt = get_runtime("onnxruntime")
+    handle = rt.load(bundle, manifest, "image", RuntimeConfig(threads=2))
+    x = rt.prepare(handle, {"pixel_values": pixels})      # into the runtime's own types, outside the timing
+    y = rt.run(handle, x); rt.synchronize(handle)          # what is timed
+    emb = rt.to_numpy(y)
+
+`accepts(manifest)` says whether the runtime can read a bundle (onnxruntime <-> onnx/tensorrt bundles,
+openvino <-> openvino and onnx bundles, torch <-> any bundle through its source model, ...), and `missing()`
+why it cannot run on this machine (the package and its pip extra, or the platform).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from compact.errors import CompactError, MissingExtraError
+
+log = logging.getLogger(__name__)
+
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass
+class RuntimeConfig:
+    threads: Optional[int] = None  # intra-op threads (torch.set_num_threads, ORT intra_op, OV INFERENCE_NUM_THREADS)
+    model: Any = None  # torch runtimes: a DualEncoder or model spec to use instead of manifest["source"]["model"]
+    precision_hint: str = "f32"  # openvino: INFERENCE_PRECISION_HINT (this CPU would pick bf16 by default)
+
+
+class BenchRuntime:
+    name: str = ""
+    description: str = ""
+    packages: tuple[str, ...] = ()  # importable modules it needs
+    extra: str = ""  # the pip extra that installs them
+    targets: tuple[str, ...] = ()  # bundle targets it reads; empty: any bundle (through the source model)
+    device: str = "cpu"  # what the result file name says it ran on
+
+    # availability
+    def missing(self) -> Optional[str]:
+        """None when usable here, else why not (the missing package and its extra, the platform, ...)."""
+        for pkg in self.packages:
+            if importlib.util.find_spec(pkg) is None:
+                return f"{pkg} is not installed (pip install 'compact-clip[{self.extra}]')"
+        return None
+
+    def require(self) -> None:
+        for pkg in self.packages:
+            if importlib.util.find_spec(pkg) is None:
+                raise MissingExtraError(pkg, self.extra, f"the {self.name} benchmark runtime")
+        why = self.missing()
+        if why:
+            raise CompactError(f"runtime {self.name} cannot run here: {why}")
+
+    def accepts(self, manifest: dict) -> Optional[str]:
+        """None when this runtime reads the bundle, else why not."""
+        if self.targets and manifest.get("target") not in self.targets:
+            return (f"{self.name} reads {'/'.join(self.targets)} bundles, this one is {manifest.get('target')!r}")
+        return None
+
+    def version(self) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+
+        pkg = self.packages[0] if self.packages else "torch"
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            mod = importlib.import_module(pkg)
+            return str(getattr(mod, "__version__", "unknown"))
+
+    # the files a tower runs from
+    def entry(self, manifest: dict, tower: str) -> dict:
+        """The manifest entry this runtime runs for `tower` (the first non-optimised file of a readable kind)."""
+        files = [f for f in manifest["files"] if f["tower"] == tower and self._reads(f)]
+        files.sort(key=lambda f: bool(f.get("optimized")))
+        if not files:
+            raise CompactError(f"the bundle has no {tower} file that {self.name} can read")
+        return files[0]
+
+    def _reads(self, f: dict) -> bool:
+        return not self.targets or f.get("target") in self.targets
+
+    # what is timed
+    def load(self, bundle: Path, manifest: dict, tower: str, cfg: RuntimeConfig) -> Any:
+        raise NotImplementedError
+
+    def prepare(self, handle: Any, feeds: Feeds) -> Any:
+        """Inputs in the runtime's own types (done once, outside the timed loop)."""
+        return feeds
+
+    def run(self, handle: Any, inputs: Any) -> Any:
+        raise NotImplementedError
+
+    def synchronize(self, handle: Any) -> None:
+        """Block until queued work is done (GPU runtimes); CPU runtimes return at once."""
+
+    def to_numpy(self, output: Any) -> np.ndarray:
+        return np.asarray(output)
+
+    def close(self, handle: Any) -> None:
+        """Release what `load` built (compiled graphs, sessions)."""
+
+
+RUNTIMES: dict[str, BenchRuntime] = {}
+BUILTIN = ("torch_eager", "torch_compile", "ort", "ov", "et", "trt", "coreml")
+
+
+def register_runtime(cls: type[BenchRuntime]) -> type[BenchRuntime]:
+    RUNTIMES[cls.name] = cls()
+    return cls
+
+
+def _import_builtin() -> None:
+    for mod in BUILTIN:
+        importlib.import_module(f"bench.runtimes.{mod}")
+
+
+def list_runtimes() -> list[str]:
+    _import_builtin()
+    return list(RUNTIMES)
+
+
+def get_runtime(name: str) -> BenchRuntime:
+    _import_builtin()
+    if name not in RUNTIMES:
+        raise CompactError(f"unknown runtime {name!r}; choose from: {', '.join(RUNTIMES)}")
+    return RUNTIMES[name]

@@ -1,0 +1,84 @@
+"""`compact quantize MODEL -o OUT --runtime R (--method M ... | --auto)`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from compact.cli.progress import console, stage_bars
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+@click.command("quantize", context_settings=CONTEXT)
+@click.argument("model", required=False)
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--runtime", type=click.Choice(["onnxruntime", "openvino", "torch"]), default="onnxruntime",
+              show_default=True, help="Where the quantized model runs (and is timed).")
+@click.option("--method", "methods", multiple=True, help="A method to apply (repeatable); see --list.")
+@click.option("--auto", is_flag=True, help="Try every method of the runtime; keep the fastest passing one per tower.")
+@click.option("--towers", default="image,text", show_default=True)
+@click.option("--calib", default=None, help="Calibration data source (default: the reference generator, 8 languages).")
+@click.option("--calib-images", type=int, default=64, show_default=True)
+@click.option("--eval-data", default="reference:val", show_default=True,
+              help="Per-language zero-shot/retrieval deltas on this data ('' to skip).")
+@click.option("--eval-limit", type=int, default=500, show_default=True)
+@click.option("--max-drop", type=float, default=1.0, show_default=True, help="Gate: max drop in points, any language.")
+@click.option("--min-cosine", type=float, default=0.99, show_default=True, help="Gate: min mean cosine vs fp32.")
+@click.option("--force", is_flag=True, help="Write the result even if it breaches the gate.")
+@click.option("--threads", type=int, default=None, help="Threads for the runtimes while timing.")
+@click.option("--list", "list_only", is_flag=True, help="List the methods and exit.")
+@click.option("--overwrite", is_flag=True)
+def quantize(model, out, runtime, methods, auto, towers, calib, calib_images, eval_data, eval_limit, max_drop,
+             min_cosine, force, threads, list_only, overwrite) -> None:
+    """Quantize MODEL for a runtime, gated per tower and per language against fp32.
+
+    \b
+    Examples:
+      compact quantize runs/student -o runs/student-int8 --runtime onnxruntime --auto
+      compact quantize runs/student -o runs/student-ov --runtime openvino --method nncf_openvino
+    Core ML weight quantization / palettization is applied at export: compact export coreml --coreml-weights.
+    Not built yet: torchao QAT recovery and TensorRT QDQ placement (use ort_static_qdq graphs with trtexec).
+    """
+    from compact.errors import CompactError
+    from compact.quantize import METHODS, list_methods
+    from compact.quantize.run import QuantizeConfig, run_quantize
+
+    if list_only:
+        for name in list_methods():
+            m = METHODS[name]
+            why = m.missing()
+            console.print(f"{name:<26} {m.runtime:<12} {m.description}" + (f"  [skipped: {why}]" if why else ""),
+                          soft_wrap=True)
+        return
+    if not model or not out:
+        raise CompactError("give MODEL and -o OUT (or --list)")
+    if eval_limit is not None and eval_limit <= 0:
+        raise CompactError("--eval-limit must be positive")
+    cfg = QuantizeConfig(runtime=runtime, methods=tuple(methods) or None, auto=auto,
+                         towers=tuple(t.strip() for t in towers.split(",") if t.strip()), calib=calib,
+                         calib_images=calib_images, eval_data=eval_data or None, eval_limit=eval_limit,
+                         max_drop=max_drop, min_cosine=min_cosine, force=force, threads=threads, overwrite=overwrite)
+    with stage_bars() as bars:
+        rep = run_quantize(model, cfg, out, progress=bars.simple)
+    _print_report(rep)
+    console.print(f"saved to {out}")
+
+
+def _print_report(rep: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"candidates on {rep['runtime']}")
+    for col in ("tower", "method", "cos mean", "cos worst 1%", "SQNR dB", "max drop", "speedup", "pass"):
+        table.add_column(col, justify="right" if col not in ("tower", "method") else "left")
+    for r in rep["candidates"]:
+        if "error" in r:
+            table.add_row(r["tower"], r["method"], "-", "-", "-", "-", "-", "error")
+            continue
+        drop = r.get("eval", {}).get("max_drop")
+        table.add_row(r["tower"], r["method"], f"{r['cosine_mean']:.4f}", f"{r['cosine_worst1pct']:.4f}",
+                      f"{r['sqnr_db']:.1f}", "-" if drop is None else f"{drop:.1f}",
+                      f"{r['latency']['speedup']:.2f}x", "yes" if r["passed"] else "no")
+    console.print(table)
+    console.print("chosen: " + ", ".join(f"{t}={m}" for t, m in rep["choice"].items()))

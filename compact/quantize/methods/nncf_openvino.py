@@ -1,0 +1,29 @@
+"""NNCF post-training quantization of the OpenVINO IR (ModelType.TRANSFORMER), for OpenVINO."""
+
+from __future__ import annotations
+
+from compact.quantize import Candidate, QuantMethod, register_method
+
+
+@register_method
+class NncfOpenVino(QuantMethod):
+    name = "nncf_openvino"
+    runtime = "openvino"
+    packages = ("nncf", "openvino")
+    extra = "nncf"
+    description = "nncf.quantize on the OpenVINO IR, ModelType.TRANSFORMER, per-language calibration"
+
+    def quantize(self, ctx, tower: str) -> Candidate:
+        import nncf
+        import openvino as ov
+
+        from export.targets.openvino import compile_ir, compiled_runner
+
+        feeds = ctx.calib.feeds(tower)
+        model = ov.Core().read_model(str(ctx.fp32_file(tower)))
+        q = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds))
+        dst = ctx.work / f"{tower}.{self.name}.xml"
+        ov.save_model(q, str(dst))
+        run = compiled_runner(compile_ir(dst, "f32", ctx.threads()))
+        return Candidate(self.name, tower, run, "int8", [dst, dst.with_suffix(".bin")],
+                         {"model_type": "TRANSFORMER", "calibration_batches": len(feeds)})

@@ -1,0 +1,396 @@
+"""`compact quantize MODEL -o OUT [--method M ... | --auto] --runtime R`: quantize, gate against fp32, choose.
+
+For each requested tower and method the candidate is compared with the fp32 model on the same runtime:
+embedding cosine (mean, worst 1%) and SQNR on held-out samples in every language, per-language zero-shot and
+retrieval deltas on evaluation data, and latency timed side by side with fp32 (interleaved, one process).
+Auto mode keeps, per tower, the fastest candidate that passes the gate; the towers may get different methods.
+A result that breaches `max_drop` (points, any language) or `min_cosine` is reported, not written, unless
+`force`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from compact.errors import CompactError
+from compact.models.dual_encoder import DualEncoder, TokenBatch
+from compact.quantize import RUNTIMES, Candidate, Runner, get_method, list_methods
+from compact.quantize.calibration import CalibrationSet, calibration_set
+from compact.quantize.gates import cosine_stats, eval_deltas
+from compact.utils.io import atomic_dir, check_output_dir
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, int, int], None]
+
+# The export target that carries each runtime's fp32 graphs.
+BASE_TARGET = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
+
+
+@dataclass
+class QuantizeConfig:
+    runtime: str = "onnxruntime"
+    methods: Optional[tuple[str, ...]] = None  # None with auto: every method of the runtime usable here
+    auto: bool = False
+    towers: tuple[str, ...] = ("image", "text")
+    calib: Optional[str] = None  # data source for calibration; None: the reference generator
+    calib_images: int = 64
+    calib_texts_per_lang: int = 32
+    eval_data: Optional[str] = None  # per-language zero-shot / retrieval deltas; None: skip (cosine gate only)
+    eval_limit: Optional[int] = 500
+    max_drop: float = 1.0  # points, any language, any reported metric
+    min_cosine: float = 0.99  # mean embedding cosine against fp32, per tower
+    force: bool = False
+    latency_batch: int = 8
+    threads: Optional[int] = None
+    timing_iters: Optional[int] = None  # None: adaptive (CI of the ratio within ±2%, capped)
+    timing_seconds: float = 10.0
+    overwrite: bool = False
+    method_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise CompactError(f"unknown runtime {self.runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        bad = [t for t in self.towers if t not in ("image", "text")]
+        if bad or not self.towers:
+            raise CompactError(f"towers must be image and/or text, got {list(self.towers)}")
+        if not self.auto and not self.methods:
+            raise CompactError("name a method (--method) or pass --auto; list them with `compact quantize --list`")
+        if self.max_drop < 0 or not 0 < self.min_cosine <= 1:
+            raise CompactError("--max-drop must be >= 0 and --min-cosine in (0, 1]")
+        if self.latency_batch <= 0 or self.calib_images <= 0 or self.calib_texts_per_lang <= 0:
+            raise CompactError("batch and calibration sizes must be positive")
+
+
+class RunnerEncoder(DualEncoder):
+    """A DualEncoder whose towers are runners (numpy in, numpy out), for per-language evaluation of candidates.
+    Tokenizer and preprocessing come from the fp32 model."""
+
+    def __init__(self, base: DualEncoder, runners: dict[str, Runner], max_batch: int = 64):
+        super().__init__()
+        self.base = base
+        self.runners = runners
+        self.max_batch = max_batch
+        self.embed_dim = base.embed_dim
+        self.preprocess_cfg = base.preprocess_cfg
+        self.languages = base.languages
+        self.variable_length_text = base.variable_length_text
+
+    def tokenize(self, texts) -> TokenBatch:
+        return self.base.tokenize(texts)
+
+    def _run(self, tower: str, feeds: dict[str, np.ndarray]) -> torch.Tensor:
+        n = len(next(iter(feeds.values())))
+        outs = [self.runners[tower]({k: v[s:s + self.max_batch] for k, v in feeds.items()})
+                for s in range(0, n, self.max_batch)]
+        return torch.from_numpy(np.concatenate(outs).astype(np.float32))
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._run("image", {"pixel_values": pixels.float().numpy()})
+
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self._run("text", {"input_ids": ids.numpy().astype(np.int64),
+                                  "attention_mask": mask.numpy().astype(np.int64)})
+
+    @property
+    def logit_scale(self) -> float:
+        return self.base.logit_scale
+
+
+@dataclass
+class QuantContext:
+    """What every method sees: the fp32 model, its exported graphs for the runtime, calibration data."""
+
+    cfg: QuantizeConfig
+    model: DualEncoder  # the prepared (compact) fp32 model
+    towers: dict  # name -> export.towers.Tower (fp32 torch modules + example inputs)
+    calib: CalibrationSet
+    work: Path
+    fp32_bundle: Optional[Path] = None  # the runtime's fp32 export bundle (onnx / openvino / tensorrt)
+    fp32_runners: dict[str, Runner] = field(default_factory=dict)
+    compiled_fp32: dict[str, Runner] = field(default_factory=dict)  # torch.compile'd fp32 towers, for fair timing
+
+    def fp32_file(self, tower: str) -> Path:
+        from export.bundle import read_manifest
+
+        m = read_manifest(self.fp32_bundle)
+        entry = next(f for f in m["files"] if f["tower"] == tower and not f.get("optimized"))
+        return self.fp32_bundle / entry["path"]
+
+    def threads(self) -> int:
+        return int(self.cfg.threads or 0)
+
+
+def torch_runner(module: torch.nn.Module) -> Runner:
+    @torch.no_grad()
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        args = [torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()]
+        return module(*args).float().numpy()
+
+    return run
+
+
+def _fp32_runners(ctx: QuantContext) -> dict[str, Runner]:
+    rt = ctx.cfg.runtime
+    if rt == "torch":
+        return {name: torch_runner(t.module) for name, t in ctx.towers.items()}
+    if rt == "openvino":
+        from export.targets.openvino import compile_ir, compiled_runner
+
+        return {t: compiled_runner(compile_ir(ctx.fp32_file(t), "f32", ctx.threads())) for t in ctx.towers}
+    if rt in ("onnxruntime", "tensorrt"):
+        from export.targets.onnx import ort_session, session_runner
+
+        return {t: session_runner(ort_session(ctx.fp32_file(t), ctx.threads())) for t in ctx.towers}
+    raise CompactError(f"quantization for runtime {rt!r} is applied at export: use `compact export coreml "
+                       "--coreml-weights int8|palettize4|palettize6`")
+
+
+def _latency_feed(ctx: QuantContext, tower: str) -> dict[str, np.ndarray]:
+    b = ctx.cfg.latency_batch
+    if tower == "image":
+        pix = ctx.calib.pixels
+        reps = int(np.ceil(b / len(pix)))
+        return {"pixel_values": np.concatenate([pix] * reps)[:b]}
+    feed = max(ctx.calib.text_feeds, key=lambda f: f["input_ids"].shape[1])  # the longest batch: a real worst case
+    reps = int(np.ceil(b / len(feed["input_ids"])))
+    return {k: np.concatenate([v] * reps)[:b] for k, v in feed.items()}
+
+
+def _measure_latency(ctx: QuantContext, tower: str, fp32: Runner, cand: Runner) -> dict:
+    from bench.harness import TimingConfig, compare_callables
+
+    feed = _latency_feed(ctx, tower)
+    tc = TimingConfig(warmup=3, iters=ctx.cfg.timing_iters, min_iters=10, max_iters=400,
+                      max_seconds=ctx.cfg.timing_seconds, threads=ctx.cfg.threads)
+    r = compare_callables(lambda: fp32(feed), lambda: cand(feed), tc)
+    return {"batch": ctx.cfg.latency_batch, "fp32_ms": round(r.a.median_s * 1e3, 4),
+            "quantized_ms": round(r.b.median_s * 1e3, 4), "speedup": round(r.speedup_b_over_a, 4),
+            "speedup_ci95": [round(r.speedup_ci_low, 4), round(r.speedup_ci_high, 4)], "iters": r.a.n,
+            "converged": r.converged}
+
+
+def _compiled_fp32(ctx: QuantContext, tower: str) -> Runner:
+    if tower not in ctx.compiled_fp32:
+        ctx.compiled_fp32[tower] = torch_runner(torch.compile(ctx.towers[tower].module, dynamic=False))
+    return ctx.compiled_fp32[tower]
+
+
+def _gate_outputs(ctx: QuantContext, gate: CalibrationSet, tower: str, run: Runner) -> np.ndarray:
+    return np.concatenate([run(f) for f in gate.feeds(tower)])
+
+
+def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progress] = None) -> dict:
+    """Quantize `model` (a spec or DualEncoder) for `cfg.runtime`; writes OUT and returns report.json's dict."""
+    from compact.eval.runner import EvalConfig, evaluate
+    from export.bundle import ExportConfig, export_model, load_for_export
+    from export.towers import prepare, towers
+
+    out = Path(out)
+    check_output_dir(out, cfg.overwrite)
+    names = list(cfg.methods) if cfg.methods else list_methods(cfg.runtime)
+    methods = [get_method(n) for n in names]
+    wrong = [m.name for m in methods if m.runtime != cfg.runtime]
+    if wrong:
+        raise CompactError(f"method(s) {wrong} run on another runtime than {cfg.runtime}; pick from "
+                           f"{list_methods(cfg.runtime)}")
+    skipped = {}
+    usable = []
+    for m in methods:
+        why = m.missing()
+        if why and not cfg.auto:
+            m.require()
+        if why:
+            skipped[m.name] = why
+        else:
+            usable.append(m)
+    if not usable:
+        raise CompactError(f"no quantization method for {cfg.runtime} is usable here: {skipped}")
+
+    source = str(model) if isinstance(model, (str, Path)) else type(model).__name__
+    original = load_for_export(source) if isinstance(model, (str, Path)) else model.eval()
+    prep = prepare(original)
+    base = prep.model
+    tws = {t.name: t for t in towers(prep) if t.name in cfg.towers}
+    work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out.parent if out.parent.exists() else None))
+    try:
+        if progress:
+            progress("calibration", 0, 1)
+        calib = calibration_set(base, cfg.calib, cfg.calib_images, cfg.calib_texts_per_lang)
+        gate = calibration_set(base, None, 32, 16, seed=1)  # held out: other scenes than calibration
+        ctx = QuantContext(cfg, base, tws, calib, work)
+        if cfg.runtime in BASE_TARGET:
+            ctx.fp32_bundle = work / "fp32"
+            export_model(base, BASE_TARGET[cfg.runtime], ctx.fp32_bundle, ExportConfig(), source=source)
+        ctx.fp32_runners = _fp32_runners(ctx)
+        if progress:
+            progress("calibration", 1, 1)
+
+        eval_data = None
+        base_eval = None
+        if cfg.eval_data:
+            from compact.data.sources import open_eval_data
+            from compact.data.sources.reference import open_reference, reference_base
+
+            eval_data = (open_reference(cfg.eval_data, cfg.eval_limit) if reference_base(cfg.eval_data)
+                         else open_eval_data(cfg.eval_data))
+            base_eval = evaluate(RunnerEncoder(base, ctx.fp32_runners), eval_data, EvalConfig())
+
+        refs = {t: _gate_outputs(ctx, gate, t, ctx.fp32_runners[t]) for t in tws}
+        candidates: list[dict] = []
+        kept: dict[str, Candidate] = {}
+        total = len(usable) * len(tws)
+        done = 0
+        for m in usable:
+            for tower in tws:
+                if progress:
+                    progress("candidates", done, total)
+                row = {"method": m.name, "tower": tower, "runtime": cfg.runtime}
+                try:
+                    cand = m.quantize(ctx, tower)
+                except CompactError as e:
+                    row.update(passed=False, error=str(e))
+                    candidates.append(row)
+                    done += 1
+                    continue
+                got = _gate_outputs(ctx, gate, tower, cand.runner)
+                row.update(precision=cand.precision, **cosine_stats(refs[tower], got), details=cand.details)
+                if base_eval is not None:
+                    runners = dict(ctx.fp32_runners)
+                    runners[tower] = cand.runner
+                    row["eval"] = eval_deltas(base_eval, evaluate(RunnerEncoder(base, runners), eval_data, EvalConfig()))
+                if cand.timed_runner is not None:  # compiled candidate: time it against compiled fp32
+                    row["latency"] = _measure_latency(ctx, tower, _compiled_fp32(ctx, tower), cand.timed_runner)
+                    row["latency"]["compiled"] = True
+                else:
+                    row["latency"] = _measure_latency(ctx, tower, ctx.fp32_runners[tower], cand.runner)
+                fails = _gate_failures(row, cfg)
+                row["passed"] = not fails
+                if fails:
+                    row["failed"] = fails
+                candidates.append(row)
+                key = f"{m.name}:{tower}"
+                kept[key] = cand
+                done += 1
+        if progress:
+            progress("candidates", total, total)
+
+        choice = _choose(candidates, cfg)
+        final_runners = dict(ctx.fp32_runners)
+        for tower, method in choice.items():
+            if method != "fp32":
+                final_runners[tower] = kept[f"{method}:{tower}"].runner
+        final = {"choice": choice}
+        if base_eval is not None and any(v != "fp32" for v in choice.values()):
+            final["eval"] = eval_deltas(base_eval, evaluate(RunnerEncoder(base, final_runners), eval_data, EvalConfig()))
+        breaches = [f"{r['method']} on {r['tower']}: {', '.join(r['failed'])}" for r in candidates
+                    if r.get("failed") and choice.get(r["tower"]) == r["method"]]
+        if final.get("eval") and final["eval"]["max_drop"] > cfg.max_drop:
+            breaches.append(f"both towers together drop {final['eval']['max_drop']} points (> {cfg.max_drop})")
+        report = {"runtime": cfg.runtime, "source": source, "config": _jsonable(asdict(cfg)),
+                  "calibration": {"images": int(len(calib.pixels)), "langs": calib.langs,
+                                  "texts_per_lang": cfg.calib_texts_per_lang, "source": cfg.calib or "reference generator"},
+                  "fp32_eval": base_eval, "candidates": candidates, "skipped": skipped, **final,
+                  "gate": {"max_drop": cfg.max_drop, "min_cosine": cfg.min_cosine, "breaches": breaches},
+                  "written": not breaches or cfg.force}
+        if breaches and not cfg.force:
+            with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
+                (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+            raise GateError(f"the quantized model breaches the gate ({'; '.join(breaches)}); only {out}/report.json "
+                            "was written. Pass --force to write it anyway, or --max-drop/--min-cosine to change the gate")
+        with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
+            _write_output(ctx, choice, kept, candidates, tmp, source)
+            (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        return report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class GateError(CompactError):
+    """The quantized result breaches --max-drop / --min-cosine (report written, model not)."""
+
+
+def _gate_failures(row: dict, cfg: QuantizeConfig) -> list[str]:
+    fails = []
+    if row["cosine_mean"] < cfg.min_cosine:
+        fails.append(f"cosine {row['cosine_mean']:.4f} < {cfg.min_cosine}")
+    drop = row.get("eval", {}).get("max_drop")
+    if drop is not None and drop > cfg.max_drop:
+        fails.append(f"drops {drop} points (> {cfg.max_drop})")
+    return fails
+
+
+def _choose(candidates: list[dict], cfg: QuantizeConfig) -> dict[str, str]:
+    """Per tower: the fastest passing candidate (auto), else fp32. With explicit methods and no auto, the first
+    named method is used for every tower even if it fails the gate (then the gate decides what is written)."""
+    choice = {}
+    for tower in cfg.towers:
+        rows = [r for r in candidates if r["tower"] == tower and "latency" in r]
+        if cfg.auto:
+            ok = [r for r in rows if r["passed"] and r["latency"]["speedup"] > 1.0]
+            choice[tower] = max(ok, key=lambda r: r["latency"]["speedup"])["method"] if ok else "fp32"
+        else:
+            choice[tower] = rows[0]["method"] if rows else "fp32"
+    return choice
+
+
+def _write_output(ctx: QuantContext, choice: dict, kept: dict, candidates: list[dict], tmp: Path, source: str) -> None:
+    """Runtime graphs: an export bundle (manifest + tokenizer) whose files are the chosen graphs per tower, so
+    bench, apps and `compact eval` use it directly. torch: a compact model folder plus quantization.json."""
+    if ctx.cfg.runtime == "torch":
+        from compact.models.folder import save_model
+        from compact.quantize.torch_load import QUANT_FILE
+
+        save_model(ctx.model, tmp / "model")
+        (tmp / "model" / QUANT_FILE).write_text(json.dumps(
+            {t: {"method": m, **kept[f"{m}:{t}"].details.get("config", {})} for t, m in choice.items() if m != "fp32"},
+            indent=2))
+        return
+    bundle = tmp / "bundle"
+    shutil.copytree(ctx.fp32_bundle, bundle)
+    from export.bundle import MANIFEST, read_manifest
+
+    manifest = read_manifest(bundle)
+    files = []
+    for f in manifest["files"]:
+        tower = f["tower"]
+        if f.get("optimized"):
+            continue
+        method = choice.get(tower, "fp32")
+        if method == "fp32":
+            files.append(f)
+            continue
+        cand = kept[f"{method}:{tower}"]
+        row = next(r for r in candidates if r["method"] == method and r["tower"] == tower)
+        main = cand.files[0]
+        names = []
+        for p in cand.files:
+            shutil.copy2(p, bundle / p.name)
+            names.append(p.name)
+        entry = dict(f, path=main.name, precision=cand.precision, quantization=method,
+                     size_bytes=sum((bundle / n).stat().st_size for n in names),
+                     parity={"verified": True, "runtime": ctx.cfg.runtime, "against": "fp32",
+                             **{k: row[k] for k in ("cosine_mean", "cosine_worst1pct", "cosine_min", "sqnr_db")}},
+                     **{k: v for k, v in cand.details.items() if k in ("inference_precision",)})
+        entry.pop("companions", None)
+        if len(names) > 1:
+            entry["companions"] = names[1:]
+        for old in [f["path"], *f.get("companions", [])]:
+            if old not in names:
+                (bundle / old).unlink(missing_ok=True)
+        files.append(entry)
+    manifest["files"] = files
+    manifest["quantization"] = {t: m for t, m in choice.items()}
+    (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+
+
+def _jsonable(d: dict) -> dict:
+    return json.loads(json.dumps(d, default=str))

@@ -1,0 +1,334 @@
+"""compact bench: the runtimes (through the registry), the timing statistics, the on-device runner and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bench.harness import TimingConfig, compare_callables, median_ci, percentile, time_callable
+from bench.runtimes import RuntimeConfig, get_runtime, list_runtimes
+from compact.errors import CompactError
+
+QUICK = TimingConfig(warmup=1, min_iters=5, max_iters=20, max_seconds=0.2)
+
+
+# Tiny bundles, exported once per module from a saved tiny model folder (so torch runtimes can load the source).
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    from helpers import tiny_compact
+
+    from compact.models.folder import save_model
+
+    path = tmp_path_factory.mktemp("bench") / "tiny"
+    save_model(tiny_compact(), path)
+    return path
+
+
+_BUNDLES: dict[str, Path] = {}
+
+
+def _bundle(target: str, folder: Path, tmp: Path) -> Path:
+    """An export bundle of the tiny model for `target`. Stubs the standalone tokenizer reader when the file is not
+    in the tree yet (bench falls back to compact's tokenizer then)."""
+    import export.bundle as eb
+    from export import ExportConfig, export_model
+
+    if target not in _BUNDLES:
+        saved = eb.STANDALONE_TOKENIZER
+        if not saved.exists():
+            stub = tmp / "compact_tokenizer.py"
+            stub.write_text('"""placeholder"""\n')
+            eb.STANDALONE_TOKENIZER = stub
+        try:
+            export_model(str(folder), target, tmp / target, ExportConfig())
+        finally:
+            eb.STANDALONE_TOKENIZER = saved
+        _BUNDLES[target] = tmp / target
+    return _BUNDLES[target]
+
+
+@pytest.fixture(scope="module")
+def bundles(tiny_folder, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bundles")
+    _BUNDLES.clear()
+    return lambda target: _bundle(target, tiny_folder, tmp)
+
+
+def _runtime_params():
+    out = []
+    for name in list_runtimes():
+        # inductor compiles take ~30 s per tower here; the ExecuTorch export ~20 s
+        marks = [pytest.mark.slow] if name in ("torch.compile", "executorch") else []
+        out.append(pytest.param(name, marks=marks, id=name))
+    return out
+
+
+@pytest.mark.parametrize("name", _runtime_params())
+def test_runtime_matches_torch(name, bundles, tiny_folder):
+    from bench.inputs import InputConfig, tower_feeds
+
+    rt = get_runtime(name)
+    why = rt.missing()
+    if why:
+        pytest.skip(f"{name}: {why}")
+    target = rt.targets[0] if rt.targets else "onnx"
+    if target not in ("onnx", "openvino", "executorch"):
+        pytest.skip(f"no {target} bundle can be built for the test here")
+    from export.bundle import read_manifest
+
+    bundle = bundles(target)
+    manifest = read_manifest(bundle)
+    assert rt.accepts(manifest) is None
+    ref_rt = get_runtime("torch")
+    for tower in ("image", "text"):
+        feeds = tower_feeds(bundle, manifest, tower, 3, InputConfig())
+        h = rt.load(bundle, manifest, tower, RuntimeConfig(threads=1))
+        got = rt.run(h, rt.prepare(h, feeds))
+        rt.synchronize(h)
+        got = rt.to_numpy(got)
+        rt.close(h)
+        href = ref_rt.load(bundle, manifest, tower, RuntimeConfig(threads=1))
+        ref = ref_rt.to_numpy(ref_rt.run(href, ref_rt.prepare(href, feeds)))
+        assert got.shape == ref.shape == (3, manifest["embed_dim"])
+        assert np.abs(got - ref).max() < 1e-4, f"{name} {tower}"
+
+
+def test_every_runtime_says_why_it_is_missing():
+    for name in list_runtimes():
+        rt = get_runtime(name)
+        why = rt.missing()
+        assert why is None or isinstance(why, str) and why
+
+
+# Statistics.
+
+def test_percentiles_and_summary_match_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.lognormal(0, 0.5, 501)
+    from bench.harness import summarize
+
+    s = summarize(list(x), True, "fixed", 1.0, 0, None)
+    for q, got in ((50, s.p50_s), (90, s.p90_s), (99, s.p99_s)):
+        assert got == pytest.approx(np.percentile(x, q))
+        assert percentile(x, q) == pytest.approx(np.percentile(x, q))
+    assert s.mean_s == pytest.approx(x.mean()) and s.std_s == pytest.approx(x.std(ddof=1))
+    assert s.ci_low_s <= s.median_s <= s.ci_high_s
+
+
+def test_median_ci_covers_the_true_median():
+    rng = np.random.default_rng(1)
+    true = np.log(2)  # median of Exp(1)
+    hits = sum(lo <= true <= hi for lo, hi in (median_ci(rng.exponential(1, 101)) for _ in range(1000)))
+    assert 0.93 <= hits / 1000 <= 0.99
+
+
+def _busy(seconds: float):
+    def fn():
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            pass
+
+    return fn
+
+
+def _noisy(rng, base=2e-4, sigma=0.3):
+    def fn():
+        _busy(base * rng.lognormal(0, sigma))()
+
+    return fn
+
+
+def test_ci_stopping_rule_on_a_noisy_callable():
+    rng = np.random.default_rng(0)
+    s = time_callable(_noisy(rng), TimingConfig(warmup=2, min_iters=20, max_iters=5000, target_ci=0.02, max_seconds=5))
+    assert s.stop_reason == "ci" and s.converged
+    assert s.ci_rel <= 0.02 and 20 <= s.n < 5000
+    # Too noisy for the cap: stops at max_iters, not converged, and says so.
+    s = time_callable(_noisy(rng, 1e-5, 1.5), TimingConfig(warmup=0, min_iters=5, max_iters=12, target_ci=0.001))
+    assert s.stop_reason == "max_iters" and not s.converged and s.n == 12
+    s = time_callable(lambda: None, TimingConfig(iters=7))
+    assert s.n == 7 and s.stop_reason == "fixed"
+
+
+def test_harness_overhead_is_below_two_percent_of_a_1ms_call():
+    n = 20000
+    t0 = time.perf_counter()
+    time_callable(lambda: None, TimingConfig(warmup=0, iters=n))
+    overhead = (time.perf_counter() - t0) / n  # the harness's own cost per timed call (no-op callable)
+    one_ms = _busy(1e-3)
+    direct = []
+    for _ in range(50):
+        t = time.perf_counter()
+        one_ms()
+        direct.append(time.perf_counter() - t)
+    assert overhead / np.median(direct) < 0.02
+    through = time_callable(one_ms, TimingConfig(warmup=2, iters=50))
+    assert through.median_s / np.median(direct) == pytest.approx(1.0, abs=0.02)
+
+
+def test_compare_callables_reports_b_relative_to_a():
+    r = compare_callables(_busy(4e-4), _busy(2e-4), TimingConfig(warmup=2, min_iters=20, max_iters=400, max_seconds=3))
+    assert r.ratio_b_over_a == pytest.approx(0.5, rel=0.1)
+    assert r.speedup_b_over_a == pytest.approx(1 / r.ratio_b_over_a)
+    assert r.speedup_ci_low <= r.speedup_b_over_a <= r.speedup_ci_high
+    assert r.a.n == r.b.n
+    d = r.to_dict()
+    assert {"ratio_b_over_a", "speedup_b_over_a", "speedup_ci_low", "speedup_ci_high"} <= set(d)
+
+
+def test_timing_config_rejects_bad_counts():
+    for kw in ({"iters": 0}, {"min_iters": 0}, {"max_iters": -1}, {"threads": 0}, {"target_ci": 0}):
+        with pytest.raises(CompactError):
+            TimingConfig(**kw)
+
+
+def test_pareto_frontier_and_accuracy(tmp_path):
+    from bench.report import accuracy_of, frontier, read_accuracy
+
+    assert frontier([(1, 0.5), (2, 0.4), (3, 0.7), (0.5, 0.1)]) == [3, 0, 2]
+    rep = {"zero_shot": {"en": 0.5, "de": 0.3}, "retrieval": {"en": {"i2t_r1": 0.9, "t2i_r1": 0.9}}}
+    assert accuracy_of(rep) == pytest.approx(0.4)
+    assert accuracy_of({"zero_shot": {}, "retrieval": {"en": {"i2t_r1": 0.2, "t2i_r1": 0.4}}}) == pytest.approx(0.3)
+    (tmp_path / "report.json").write_text(json.dumps(rep))
+    assert read_accuracy([f"Tiny={tmp_path}"]) == {"tiny": pytest.approx(0.4)}
+    with pytest.raises(CompactError, match="name=path"):
+        read_accuracy(["nonsense"])
+
+
+def _only_packages_env(tmp_path: Path, packages: list[str]) -> Path:
+    """A Python whose importable third-party packages are exactly `packages`, symlinked from this venv into a fresh
+    venv (no pip, no network) through one .pth file. Copied from tests/test_export.py, plus namespace packages
+    (`google`), whose spec has no origin."""
+    import importlib.util
+    import venv
+
+    env = tmp_path / "env"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(env)
+    site = next((env / "lib").glob("python*/site-packages"))
+    only = tmp_path / "only"
+    only.mkdir()
+    for name in packages:
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            continue
+        if spec.origin in (None, "namespace"):
+            src = Path(list(spec.submodule_search_locations)[0])
+        else:
+            src = Path(spec.origin).parent if spec.submodule_search_locations else Path(spec.origin)
+        (only / src.name).symlink_to(src)
+        libs = src.parent / f"{name}.libs"  # wheels that vendor shared libraries (numpy.libs)
+        if libs.is_dir():
+            (only / libs.name).symlink_to(libs)
+    (site / "only.pth").write_text(str(only) + "\n")
+    return env / "bin" / "python"
+
+
+# CLI.
+
+def _cli():
+    from compact.cli.bench import bench
+    from compact.cli.main import cli
+
+    if "bench" not in cli.commands:
+        cli.add_command(bench)
+    return cli
+
+
+def _invoke(*args):
+    return CliRunner().invoke(_cli(), ["bench", *[str(a) for a in args]])
+
+
+def test_cli_run_writes_every_report_file(bundles, tmp_path):
+    onnx, ov = bundles("onnx"), bundles("openvino")
+    out = tmp_path / "out"
+    res = _invoke("run", onnx, ov, "--runtime", "onnxruntime", "--runtime", "openvino", "--runtime", "torch",
+                  "--batch", "1,2", "--max-seconds", "0.2", "--threads", "1", "-o", out)
+    assert res.exit_code == 0, res.output
+    for name in ("report.json", "report.csv", "report.md", "latency.png", "pareto.png"):
+        assert (out / name).stat().st_size > 0, name
+    report = json.loads((out / "report.json").read_text())
+    labels = {r["runtime_label"] for r in report["results"]}
+    assert labels == {"onnxruntime", "openvino", "openvino-onnx", "torch"}
+    assert any("onnxruntime" in s["runtime"] and "openvino" in s["reason"] for s in report["skipped"])
+    files = sorted(p.name for p in out.glob("latency-*.json"))
+    assert len(files) == 4 and all(f.startswith("latency-tiny-") and "-fp32-" in f for f in files)
+    r = report["results"][0]
+    img = r["towers"]["image"]
+    assert [b["batch"] for b in img["batches"]] == [1, 2]
+    assert img["load_s"] > 0 and img["first_inference_ms"] > 0 and img["peak_rss_mb"] > 0 and img["size_bytes"] > 0
+    assert img["end_to_end"]["name"] == "embed one photo" and r["tokenizer"]["ms_per_text"] > 0
+    assert r["threads"] == 1 and r["profile"]["cpu_flags"] and r["profile"]["runtimes"]
+    md = (out / "report.md").read_text()
+    assert "| tiny | openvino-onnx | fp32 | text | 2 |" in md
+
+
+def test_cli_bad_input_is_one_line(bundles, tmp_path, monkeypatch):
+    onnx = bundles("onnx")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (("run", tmp_path / "empty", "-o", tmp_path / "o"), "no manifest.json"),
+        (("run", onnx, "--runtime", "tflite", "-o", tmp_path / "o"), "unknown runtime 'tflite'; choose from: torch"),
+        (("run", onnx, "--batch", "1,0", "-o", tmp_path / "o"), "batch sizes must be positive"),
+        (("run", onnx, "--batch", "a", "-o", tmp_path / "o"), "comma-separated positive integers"),
+        (("run", onnx, "--iters", "0", "-o", tmp_path / "o"), "--iters must be positive"),
+        (("compare", onnx, onnx, "--batch", "0"), "--batch must be positive"),
+        (("bundle", onnx, "--batch", "-1", "-o", tmp_path / "d"), "batch sizes must be positive"),
+    ]
+    for args, msg in cases:
+        res = _invoke(*args)
+        assert res.exit_code != 0 and msg in res.output, (args, res.output)
+        assert len(res.output.strip().splitlines()) == 1, res.output
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "openvino" else real(n, *a))
+    res = _invoke("compare", onnx, onnx, "--runtime", "openvino")
+    assert res.exit_code != 0 and "pip install 'compact-clip[openvino]'" in res.output, res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_compare_two_runtimes(bundles, tmp_path):
+    onnx = bundles("onnx")
+    res = _invoke("compare", onnx, onnx, "--runtime-b", "openvino", "--iters", "10", "-o", tmp_path / "c.json")
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["image"]["b_facts"]["runtime"] == "openvino" and data["image"]["a"]["n"] == 10
+    assert data["text"]["speedup_b_over_a"] > 0
+
+
+def test_device_bundle_runs_with_only_onnxruntime_and_numpy_and_merges(bundles, tmp_path):
+    onnx = bundles("onnx")
+    dev = tmp_path / "dev"
+    res = _invoke("bundle", onnx, "-o", dev, "--batch", "1,2")
+    assert res.exit_code == 0, res.output
+    assert (dev / "README.md").read_text().count("python bench_runner.py --runtime onnxruntime") >= 1
+    py = _only_packages_env(tmp_path, ["onnxruntime", "numpy", "flatbuffers", "packaging", "google", "coloredlogs",
+                                       "humanfriendly", "sympy", "mpmath"])
+    check = "import importlib.util as u; assert not any(u.find_spec(m) for m in ('torch', 'compact', 'bench'))"
+    subprocess.run([str(py), "-c", check], check=True, env={"PATH": os.environ["PATH"]}, cwd=tmp_path)
+    out = tmp_path / "device.json"
+    subprocess.run([str(py), str(dev / "bench_runner.py"), "--iters", "5", "--threads", "1", "-o", str(out)],
+                   check=True, env={"PATH": os.environ["PATH"]}, cwd=tmp_path, capture_output=True)
+    result = json.loads(out.read_text())
+    assert result["kind"] == "compact-bench" and result["on_device_runner"]
+    assert [b["batch"] for b in result["towers"]["text"]["batches"]] == [1, 2]
+    # Merge with a local run: one table, one plot.
+    local = tmp_path / "local"
+    res = _invoke("run", onnx, "--runtime", "openvino", "--batch", "1", "--iters", "3", "-o", local)
+    assert res.exit_code == 0, res.output
+    merged = tmp_path / "merged"
+    res = _invoke("report", local / "report.json", out, "-o", merged)
+    assert res.exit_code == 0, res.output
+    rep = json.loads((merged / "report.json").read_text())
+    assert {r["runtime_label"] for r in rep["results"]} == {"onnxruntime", "openvino-onnx"}
+    assert (merged / "latency.png").stat().st_size > 0 and "onnxruntime" in (merged / "report.md").read_text()
+    res = _invoke("report", tmp_path / "nothing.json", "-o", merged)
+    assert res.exit_code != 0 and "does not exist" in res.output

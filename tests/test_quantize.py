@@ -1,0 +1,175 @@
+"""Quantization: every method through the registry, the gates (cosine, SQNR, per-language deltas), the fp16
+overflow scan, auto choice, outputs that load, and bad inputs."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from compact.cli.main import cli
+from compact.errors import CompactError
+from compact.quantize import METHODS, list_methods
+from compact.quantize.gates import cosine_stats, eval_deltas, sqnr_db
+from compact.quantize.overflow import overflow_scan
+from compact.quantize.run import GateError, QuantizeConfig, run_quantize
+from helpers import tiny_compact
+
+FAST = dict(eval_data=None, timing_iters=5, calib_images=16, calib_texts_per_lang=8,
+            method_options={"compile": False})
+
+
+def _usable(name):
+    why = METHODS[name].missing()
+    if why:
+        pytest.skip(why)
+
+
+# Cosine floors per method on the tiny random model (int8 of random weights is a harsh case).
+FLOOR = {"fp16_cast": 0.9999, "bf16_cast": 0.999, "openvino_bf16": 0.999}
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_every_method(name, tmp_path):
+    _usable(name)
+    m = METHODS[name]
+    cfg = QuantizeConfig(runtime=m.runtime, methods=(name,), force=True, **FAST)
+    rep = run_quantize(tiny_compact(), cfg, tmp_path / "q")
+    rows = [r for r in rep["candidates"] if r["method"] == name]
+    assert {r["tower"] for r in rows} == {"image", "text"}
+    for r in rows:
+        assert "error" not in r, r
+        assert r["cosine_mean"] >= FLOOR.get(name, 0.98), r
+        assert r["sqnr_db"] > (30 if name in FLOOR else 12), r
+        assert r["latency"]["speedup"] > 0 and r["latency"]["iters"] == 5
+    assert rep["choice"] == {"image": name, "text": name}
+    _check_output(tmp_path / "q", m.runtime, rep)
+
+
+def _check_output(out, runtime, rep):
+    from compact.models.teachers import load_teacher
+
+    model = tiny_compact()
+    texts = ["a red star", "ein roter Stern", "赤い星"]
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(model.embed_texts(texts), dim=-1)
+    path = out / ("model" if runtime == "torch" else "bundle")
+    loaded = load_teacher(str(path))
+    with torch.no_grad():
+        got = torch.nn.functional.normalize(loaded.embed_texts(texts).float(), dim=-1)
+    cos = (ref * got).sum(1)
+    assert float(cos.min()) > 0.97
+    if runtime != "torch":
+        manifest = json.loads((path / "manifest.json").read_text())
+        assert manifest["quantization"] == rep["choice"]
+        for f in manifest["files"]:
+            assert (path / f["path"]).is_file()
+            assert f["parity"]["against"] == "fp32"
+
+
+def test_gate_stats_match_numpy():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((200, 16)).astype(np.float32)
+    noise = 0.01 * rng.standard_normal((200, 16)).astype(np.float32)
+    s = cosine_stats(ref, ref + noise)
+    expected = 10 * np.log10((ref.astype(np.float64) ** 2).sum() / (noise.astype(np.float64) ** 2).sum())
+    assert abs(s["sqnr_db"] - expected) < 1e-3 and 39 < s["sqnr_db"] < 41
+    cos = (ref * (ref + noise)).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(ref + noise, axis=1)
+    assert abs(s["cosine_mean"] - cos.mean()) < 1e-6
+    assert abs(s["cosine_worst1pct"] - np.sort(cos)[:2].mean()) < 1e-6
+    assert sqnr_db(ref, ref) == float("inf")
+
+
+def test_eval_deltas_worst_language():
+    base = {"langs": ["en", "de"], "zero_shot": {"en": 0.9, "de": 0.8},
+            "retrieval": {"en": {"t2i_r1": 0.5, "i2t_r1": 0.5}, "de": {"t2i_r1": 0.4, "i2t_r1": 0.4}}}
+    cand = {"langs": ["en", "de"], "zero_shot": {"en": 0.9, "de": 0.77},
+            "retrieval": {"en": {"t2i_r1": 0.51, "i2t_r1": 0.5}, "de": {"t2i_r1": 0.4, "i2t_r1": 0.385}}}
+    d = eval_deltas(base, cand)
+    assert d["zero_shot"]["de"] == -3.0 and d["t2i_r1"]["en"] == 1.0 and d["max_drop"] == 3.0
+
+
+def test_overflow_scan_keeps_the_overflowing_layer_fp32():
+    from compact.quantize.methods.float_cast import cast_tower
+    from export.towers import prepare, towers
+
+    model = tiny_compact()
+    with torch.no_grad():
+        model.text.blocks[0].fc1.weight.mul_(3e5)  # its outputs reach ~1e5: inf in fp16 ...
+        model.text.blocks[0].fc2.weight.mul_(1e-5)  # ... and the block's output is back in range
+    text = next(t for t in towers(prepare(model)) if t.name == "text")
+    ids = torch.randint(3, 250, (4, 10))
+    args = [(ids, torch.ones_like(ids))]
+    flagged = overflow_scan(text.module, args)
+    assert "model.text.blocks.0.fc1" in [f["module"] for f in flagged]
+    with torch.no_grad():
+        ref = text.module(*args[0])
+        mixed, _, islands = cast_tower(text.module, torch.float16, args, 65504.0)
+        got = mixed(*args[0])
+        bad = copy.deepcopy(text.module).half()(*args[0])
+    assert islands == ["model.text.blocks.0"]  # the block whose output fits fp16 again
+    assert torch.isfinite(got).all()
+    assert float(torch.nn.functional.cosine_similarity(ref, got).min()) > 0.999
+    assert not torch.isfinite(bad).all()  # what a plain cast gives
+
+
+def test_gate_breach_writes_only_the_report(tmp_path):
+    _usable("ort_dynamic_int8")
+    cfg = QuantizeConfig(runtime="onnxruntime", methods=("ort_dynamic_int8",), min_cosine=0.99999999, **FAST)
+    with pytest.raises(GateError, match="--force"):
+        run_quantize(tiny_compact(), cfg, tmp_path / "q")
+    assert sorted(p.name for p in (tmp_path / "q").iterdir()) == ["report.json"]
+    rep = json.loads((tmp_path / "q" / "report.json").read_text())
+    assert rep["written"] is False and rep["gate"]["breaches"]
+
+
+def test_auto_keeps_fp32_when_nothing_passes(tmp_path):
+    _usable("ort_dynamic_int8")
+    cfg = QuantizeConfig(runtime="onnxruntime", auto=True, methods=("ort_dynamic_int8",), min_cosine=0.99999999,
+                         **FAST)
+    rep = run_quantize(tiny_compact(), cfg, tmp_path / "q")
+    assert rep["choice"] == {"image": "fp32", "text": "fp32"} and rep["written"]
+
+
+@pytest.mark.slow
+def test_per_language_gate_on_the_quick_reference(quick_reference, tmp_path):
+    _usable("ort_static_qdq")
+    cfg = QuantizeConfig(runtime="onnxruntime", methods=("ort_static_qdq",), eval_data="reference-quick:val",
+                         eval_limit=100, timing_iters=5, force=True, calib_images=32, calib_texts_per_lang=8)
+    rep = run_quantize("reference-quick", cfg, tmp_path / "q")
+    for r in rep["candidates"]:
+        assert set(r["eval"]["zero_shot"]) == {"en", "de", "fr", "es", "ru", "zh", "ja", "ar"}
+        assert r["cosine_mean"] > 0.99
+    assert set(rep["fp32_eval"]["zero_shot"]) == set(r["eval"]["zero_shot"])
+
+
+def test_bad_inputs(tmp_path):
+    from compact.models.folder import save_model
+
+    save_model(tiny_compact(), tmp_path / "m")
+    run = CliRunner().invoke
+    r = run(cli, ["quantize", str(tmp_path / "m"), "-o", str(tmp_path / "q"), "--method", "int3"])
+    assert r.exit_code != 0 and "unknown quantization method 'int3'" in r.output and "Traceback" not in r.output
+    r = run(cli, ["quantize", str(tmp_path / "m"), "-o", str(tmp_path / "q"), "--runtime", "openvino",
+                  "--method", "ort_dynamic_int8"])
+    assert r.exit_code != 0 and "another runtime" in r.output
+    r = run(cli, ["quantize", str(tmp_path / "m"), "-o", str(tmp_path / "q")])
+    assert r.exit_code != 0 and "--auto" in r.output
+    with pytest.raises(CompactError, match="unknown runtime"):
+        QuantizeConfig(runtime="tflite", auto=True)
+    r = run(cli, ["quantize", "--list"])
+    assert r.exit_code == 0 and "ort_static_qdq" in r.output
+
+
+def test_missing_package_names_the_extra(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "nncf" else real(n, *a))
+    with pytest.raises(CompactError, match=r"compact-clip\[nncf\]"):
+        run_quantize(tiny_compact(), QuantizeConfig(runtime="openvino", methods=("nncf_openvino",), **FAST),
+                     tmp_path / "q")
