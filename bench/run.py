@@ -68,6 +68,8 @@ class BenchResult:
 
 
 def model_name(manifest: dict, bundle: Path) -> str:
+    if manifest.get("name"):  # set by `compact export --name` / `compact run`
+        return re.sub(r"[^A-Za-z0-9._]+", "-", str(manifest["name"])).strip("-").lower() or "model"
     spec = str((manifest.get("source") or {}).get("model") or bundle.name)
     name = spec.rstrip("/").split(":")[-1].split("/")[-1] or Path(bundle).name
     return re.sub(r"[^A-Za-z0-9._]+", "-", name).strip("-").lower() or "model"

@@ -55,6 +55,7 @@ class ExportConfig:
     min_cosine: Optional[float] = None  # override the target's parity tolerance
     overwrite: bool = False
     target_options: dict = field(default_factory=dict)  # per-target knobs (coreml shape mode, trt profiles, ...)
+    name: Optional[str] = None  # a display name for reports (bench tables, Pareto charts)
 
     def __post_init__(self) -> None:
         if self.max_batch <= 0 or (self.fixed_batch is not None and self.fixed_batch <= 0):
@@ -186,6 +187,7 @@ def _manifest(target: str, source: str, prep: Prepared, files: list[dict], cfg: 
     return {
         "format": FORMAT,
         "version": VERSION,
+        "name": cfg.name,
         "target": target,
         "created_by": f"compact {ours}",
         "source": {"model": source, "sha256": model_hash(prep.model), "class": type(prep.original).__name__,

@@ -36,21 +36,11 @@ _BUNDLES: dict[str, Path] = {}
 
 
 def _bundle(target: str, folder: Path, tmp: Path) -> Path:
-    """An export bundle of the tiny model for `target`. Stubs the standalone tokenizer reader when the file is not
-    in the tree yet (bench falls back to compact's tokenizer then)."""
-    import export.bundle as eb
+    """An export bundle of the tiny model for `target`, exported once per module."""
     from export import ExportConfig, export_model
 
     if target not in _BUNDLES:
-        saved = eb.STANDALONE_TOKENIZER
-        if not saved.exists():
-            stub = tmp / "compact_tokenizer.py"
-            stub.write_text('"""placeholder"""\n')
-            eb.STANDALONE_TOKENIZER = stub
-        try:
-            export_model(str(folder), target, tmp / target, ExportConfig())
-        finally:
-            eb.STANDALONE_TOKENIZER = saved
+        export_model(str(folder), target, tmp / target, ExportConfig())
         _BUNDLES[target] = tmp / target
     return _BUNDLES[target]
 

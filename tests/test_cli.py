@@ -184,5 +184,5 @@ def test_reference_build_and_eval(quick_reference, tmp_path):
 
 def test_reference_eval_before_build(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPACT_CACHE", str(tmp_path / "empty-cache"))
-    assert_user_error(run("reference", "eval", "--quick"), "compact reference build --quick")
+    assert_user_error(run("reference", "eval", "--quick"), "compact reference build --size quick")
     assert_user_error(run("eval", "reference", "--data", "reference"), "compact reference build")

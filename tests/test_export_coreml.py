@@ -61,7 +61,7 @@ def tiny_towers(model=None):
 @pytest.fixture(scope="module")
 def fixed_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("coreml") / "fixed"
-    return out, export_model(tiny_compact(), "coreml", out, ExportConfig())
+    return out, export_model(tiny_compact(), "coreml", out, ExportConfig(), samples=few_samples())
 
 
 @pytest.fixture(scope="module")

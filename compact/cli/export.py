@@ -28,9 +28,10 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--data", default=None, help="Parity samples from this data source (default: the reference generator).")
 @click.option("--min-cosine", type=float, default=None, help="Override the target's parity tolerance.")
 @click.option("--no-normalize", is_flag=True, help="Return raw embeddings instead of L2-normalised ones.")
+@click.option("--name", default=None, help="Display name in reports (default: from the model path).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 def export(target, model, out, precision, opset, optimize, fixed_batch, fixed_seq, max_batch, coreml_shapes,
-           coreml_weights, data, min_cosine, no_normalize, overwrite) -> None:
+           coreml_weights, data, min_cosine, no_normalize, name, overwrite) -> None:
     """Export MODEL's image and text encoders for TARGET into a bundle: the artifacts, manifest.json and the
     tokenizer, with parity against torch checked on real samples (per language for text).
 
@@ -46,7 +47,7 @@ def export(target, model, out, precision, opset, optimize, fixed_batch, fixed_se
     opts = {"coreml_shapes": coreml_shapes, "coreml_weights": None if coreml_weights == "none" else coreml_weights}
     cfg = ExportConfig(opset=opset, normalize=not no_normalize, optimize=optimize, fixed_batch=fixed_batch,
                        fixed_seq=fixed_seq, max_batch=max_batch, precision=precision, data=data,
-                       min_cosine=min_cosine, overwrite=overwrite, target_options=opts)
+                       min_cosine=min_cosine, overwrite=overwrite, target_options=opts, name=name)
     with stage_bars() as bars:
         if target == "all":
             summary = export_all(model, out, cfg, progress=bars.simple)

@@ -32,7 +32,11 @@ def cli(verbose: int) -> None:
     """compact: small multilingual CLIP models, from teacher to device, checked per language.
 
     \b
-    Built so far:
+    Start here:
+      compact run               the whole pipeline, offline, on the built-in default (report.html at the end)
+
+    \b
+    Stage by stage:
       compact reference build   generate the reference benchmark and train its teacher
       compact reference eval    evaluate the reference teacher per language
       compact eval MODEL        evaluate any CLIP (HF, open_clip, compact folder, your own) per language
@@ -44,7 +48,7 @@ def cli(verbose: int) -> None:
       compact export T MODEL    ONNX / OpenVINO / Core ML / TensorRT-ready ONNX / ExecuTorch bundles, parity-checked
       compact bench run B...    latency per runtime (p50/p90/p99, throughput, RSS, size), reports and plots
       compact bench compare A B two bundles interleaved in one process: the ratio with a 95% CI
-    Not built yet: run.
+
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
@@ -52,7 +56,7 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     from compact.cli import eval as eval_cmd
-    from compact.cli import bench, distill, export, prune, quantize, reference, teachers
+    from compact.cli import bench, distill, export, prune, quantize, reference, run, teachers
 
     cli.add_command(reference.reference)
     cli.add_command(distill.distill)
@@ -60,6 +64,7 @@ def _register() -> None:
     cli.add_command(quantize.quantize)
     cli.add_command(export.export)
     cli.add_command(bench.bench)
+    cli.add_command(run.run)
     cli.add_command(eval_cmd.eval_command)
     cli.add_command(teachers.teachers)
 

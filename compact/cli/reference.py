@@ -17,20 +17,29 @@ def reference() -> None:
     """The reference benchmark: generated multilingual image-caption data and an English-only teacher."""
 
 
+SIZE = click.option("--size", type=click.Choice(["full", "small", "quick"]), default=None,
+                    help="full: the benchmark (~9 min); small: compact run's default (~2 min); quick: tests.")
+
+
+def _size(size, quick) -> str:
+    return size or ("quick" if quick else "full")
+
+
 @reference.command(context_settings=CONTEXT)
-@click.option("--quick", is_flag=True, help="Small build for tests (about a minute).")
+@SIZE
+@click.option("--quick", is_flag=True, help="Same as --size quick (about a minute).")
 @click.option("--seed", default=0, show_default=True, help="Seed for data and training.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to build (default: $COMPACT_CACHE or ~/.cache/compact).")
 @click.option("--overwrite", is_flag=True, help="Rebuild even if a cached build exists.")
-def build(quick: bool, seed: int, cache_dir: Path | None, overwrite: bool) -> None:
+def build(size, quick: bool, seed: int, cache_dir: Path | None, overwrite: bool) -> None:
     """Generate the benchmark, train the reference teacher and evaluate it (cached; resumes after a kill).
 
     Example: compact reference build --quick
     """
     from compact.reference.build import ReferenceBuildConfig, build_reference
 
-    cfg = ReferenceBuildConfig(size="quick" if quick else "full", seed=seed, cache=cache_dir, overwrite=overwrite)
+    cfg = ReferenceBuildConfig(size=_size(size, quick), seed=seed, cache=cache_dir, overwrite=overwrite)
     with stage_bars() as bars:
         summary = build_reference(cfg, progress=bars)
     tr = summary["training"]
@@ -43,7 +52,8 @@ def build(quick: bool, seed: int, cache_dir: Path | None, overwrite: bool) -> No
 
 
 @reference.command("eval", context_settings=CONTEXT)
-@click.option("--quick", is_flag=True, help="Use the --quick build.")
+@SIZE
+@click.option("--quick", is_flag=True, help="Same as --size quick.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
@@ -51,7 +61,7 @@ def build(quick: bool, seed: int, cache_dir: Path | None, overwrite: bool) -> No
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for report.json.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
-def eval_reference(quick, seed, cache_dir, split, langs, output, overwrite) -> None:
+def eval_reference(size, quick, seed, cache_dir, split, langs, output, overwrite) -> None:
     """Evaluate the reference teacher per language on the reference benchmark.
 
     Example: compact reference eval --langs en,de,zh -o runs/teacher-eval
@@ -60,10 +70,11 @@ def eval_reference(quick, seed, cache_dir, split, langs, output, overwrite) -> N
     from compact.errors import CompactError
     from compact.reference.build import evaluate_reference, reference_paths
 
-    paths = reference_paths("quick" if quick else "full", seed, cache_dir)
+    size = _size(size, quick)
+    paths = reference_paths(size, seed, cache_dir)
     if not (paths.teacher / "open_clip_config.json").is_file():
         raise CompactError(f"no reference build in {paths.root}; run `compact reference build"
-                           f"{' --quick' if quick else ''}` first")
+                           f"{'' if size == 'full' else ' --size ' + size}` first")
     lang_list = [x.strip() for x in langs.split(",") if x.strip()] if langs else None
     with stage_bars() as bars:
         report = evaluate_reference(paths, split, lang_list, progress=bars)

@@ -55,6 +55,7 @@ class QuantizeConfig:
     timing_seconds: float = 10.0
     overwrite: bool = False
     method_options: dict = field(default_factory=dict)
+    name: Optional[str] = None  # display name written into the output bundle's manifest
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -389,6 +390,8 @@ def _write_output(ctx: QuantContext, choice: dict, kept: dict, candidates: list[
         files.append(entry)
     manifest["files"] = files
     manifest["quantization"] = {t: m for t, m in choice.items()}
+    if ctx.cfg.name:
+        manifest["name"] = ctx.cfg.name
     (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
 
 

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 TRAIN_SIZES = {
     "full": TeacherTrainConfig(),
     "quick": TeacherTrainConfig(max_steps=60, val_every=30, target_val_zero_shot=1.01),
+    "small": TeacherTrainConfig(max_steps=300, batch_size=128, val_every=100),
 }
 
 
@@ -38,7 +39,7 @@ def reference_paths(size: str = "full", seed: int = 0, root: Optional[Path] = No
 
 @dataclass(frozen=True)
 class ReferenceBuildConfig:
-    size: str = "full"  # "full" (the benchmark) or "quick" (for tests, about a minute)
+    size: str = "full"  # "full" (the benchmark), "small" (compact run's default) or "quick" (tests)
     seed: int = 0
     cache: Optional[Path] = None  # default: compact's cache dir
     overwrite: bool = False  # rebuild even if cached

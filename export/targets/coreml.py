@@ -381,30 +381,34 @@ def compress_torch(module: nn.Module, weights: str, used_params: Iterable[str]) 
     exported tower uses; returns it and the compressed parameter names. The compressed model carries the
     compression metadata coremltools converts into constexpr ops."""
     used = set(used_params)
+    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
     if weights == "int8":
         from coremltools.optimize.torch.quantization import (
             PostTrainingQuantizer,
             PostTrainingQuantizerConfig,
         )
 
-        kinds: tuple[type, ...] = tuple(PostTrainingQuantizer._supported_modules)
-        per = {"weight_dtype": "int8", "granularity": "per_channel", "quantization_scheme": "symmetric"}
+        class Quantizer(PostTrainingQuantizer):
+            # Token embeddings too (per-row scales): they are a third of a CLIP text tower, and coremltools
+            # converts their metadata into a constexpr gather weight like any other.
+            _supported_modules = (*PostTrainingQuantizer._supported_modules, nn.Embedding)
+
+        per: dict[str, Any] = {"weight_dtype": "int8", "granularity": "per_channel", "quantization_scheme": "symmetric"}
     else:
         from coremltools.optimize.torch.palettization import (
             PostTrainingPalettizer,
             PostTrainingPalettizerConfig,
         )
 
-        kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
         per = {"n_bits": 4 if weights == "palettize4" else 6}
     names = [n for n, m in module.named_modules() if isinstance(m, kinds) and f"{n}.weight" in used]
     if not names:
-        raise CompactError(f"the tower has no Linear/Conv layers for {weights} weight compression; "
+        raise CompactError(f"the tower has no Linear/Conv/Embedding layers for {weights} weight compression; "
                            "export without --coreml-weights")
     cfg_dict = {"global_config": None, "module_name_configs": {n: dict(per) for n in names}}
     with _quiet(), torch.no_grad():
         if weights == "int8":
-            comp = PostTrainingQuantizer(copy.deepcopy(module), PostTrainingQuantizerConfig.from_dict(cfg_dict)).compress()
+            comp = Quantizer(copy.deepcopy(module), PostTrainingQuantizerConfig.from_dict(cfg_dict)).compress()
         else:
             comp = PostTrainingPalettizer(copy.deepcopy(module),
                                           PostTrainingPalettizerConfig.from_dict(cfg_dict)).compress()

@@ -10,7 +10,7 @@ from compact.data.sources import register_source
 from compact.data.types import EvalData
 from compact.errors import DataError
 
-NAMES = {"reference": "full", "reference-quick": "quick"}
+NAMES = {"reference": "full", "reference-small": "small", "reference-quick": "quick"}
 
 
 def _split(spec: str) -> tuple[str, str]:
@@ -43,7 +43,7 @@ def open_reference(spec: str, limit: Optional[int] = None) -> EvalData:
 
         folder = reference_paths(NAMES[base]).data
         if not is_reference_data(folder):
-            flag = " --quick" if NAMES[base] == "quick" else ""
+            flag = "" if NAMES[base] == "full" else f" --size {NAMES[base]}"
             raise DataError(f"the reference benchmark is not built yet ({folder}); "
                             f"run `compact reference build{flag}` first")
     else:

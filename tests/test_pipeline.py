@@ -1,0 +1,114 @@
+"""`compact run`: a tiny recipe end to end on the quick reference, resume after a kill without redoing finished
+stages, the report, and every shipped recipe validated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from compact.cli.main import cli
+from compact.errors import CompactError
+from compact.pipeline.recipe import PipelineRecipe, load_pipeline
+from compact.pipeline.run import Pipeline, run_pipeline
+from compact.utils.config import RecipeError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+name: tiny
+teacher: reference-quick
+data: reference-quick
+langs: [en, de, zh]
+distill: {recipe: reference-quick, max_steps: 4}
+prune: {keep: 0.8, recover_steps: 4, calib_limit: 80}
+quantize: {runtime: onnxruntime, methods: [ort_dynamic_int8], eval_limit: 60, max_drop: 100.0, min_cosine: 0.5}
+export: {targets: [onnx]}
+bench: {runtimes: [onnxruntime], batch: [1], iters: 3}
+eval: {limit: 60}
+"""
+
+
+@pytest.mark.slow
+def test_tiny_run_resumes_after_a_kill(quick_reference, tmp_path, monkeypatch):
+    recipe_file = tmp_path / "tiny.yaml"
+    recipe_file.write_text(TINY)
+    out = tmp_path / "run"
+
+    def killed(self, folder):
+        raise KeyboardInterrupt  # as if the process died during the bench stage
+
+    events: list[tuple[str, str]] = []
+    with monkeypatch.context() as m:
+        m.setattr(Pipeline, "_bench", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_pipeline(load_pipeline(recipe_file), out, on_stage=lambda s, w: events.append((s, w)))
+    assert ("export", "done") in events and not (out / "report.html").exists()
+    finished = {s: (out / s / "stage.json").stat().st_mtime_ns for s in ("distill", "prune", "quantize", "export", "eval")}
+
+    events.clear()
+    res = run_pipeline(load_pipeline(recipe_file), out, on_stage=lambda s, w: events.append((s, w)))
+    ran = [s for s, w in events if w == "run"]
+    assert ran == ["bench", "report"], events
+    for s, t in finished.items():
+        assert (out / s / "stage.json").stat().st_mtime_ns == t  # not redone
+    page = (out / "report.html").read_text()
+    for needle in ("Quality per language", "student-int8", "Export parity", "data:image/png;base64", "zh"):
+        assert needle in page
+    zs = res["stages"]["eval"]["zero_shot"]
+    assert set(zs) == {"teacher", "student", "student-pruned", "student-int8"}
+    assert set(zs["student"]) == {"en", "de", "zh"}
+    bench = json.loads((out / "bench" / "report.json").read_text())
+    assert {r["model"] for r in bench["results"]} >= {"teacher", "student-pruned", "student-int8"}
+
+    # A changed stage config re-runs that stage and the ones after it, nothing before.
+    recipe_file.write_text(TINY.replace("batch: [1]", "batch: [2]"))
+    events.clear()
+    run_pipeline(load_pipeline(recipe_file), out, on_stage=lambda s, w: events.append((s, w)))
+    assert [s for s, w in events if w == "run"] == ["bench", "report"]
+
+
+def test_default_recipe_is_offline_and_reference_based():
+    r = PipelineRecipe()
+    assert r.teacher.startswith("reference") and r.data.startswith("reference")
+    assert len(r.langs) == 8 and r.quantize.auto and "onnx" in r.export.targets
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_recipes_validate(path):
+    from compact.distill.recipe import load_recipe
+
+    if path.stem.startswith("distill-"):
+        distill = load_recipe(path)
+        assert distill.student is not None and distill.stages
+        return
+    r = load_pipeline(path)
+    assert r.name and r.langs
+    assert load_recipe(r.distill.recipe).stages
+
+
+def test_shipped_recipes_exist():
+    names = {p.stem for p in (ROOT / "recipes").glob("*.yaml")}
+    assert {"openai-clip-vit-b32-multilingual", "xlm-roberta-vit-b32-smaller", "mobileclip-s0-from-vit-b16"} <= names
+
+
+def test_bad_recipe_names_the_key_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nprune:\n  keep: 0.5\n  keeep: 0.4\n")
+    with pytest.raises(RecipeError, match=r"unknown key .*keeep at line 4"):
+        load_pipeline(bad)
+    bad.write_text("bench: {batch: [0]}\n")
+    with pytest.raises(RecipeError, match="positive"):
+        load_pipeline(bad)
+
+
+def test_refuses_a_foreign_non_empty_folder(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("mine")
+    with pytest.raises(CompactError, match="--overwrite"):
+        run_pipeline(PipelineRecipe(), tmp_path / "x")
+    assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
+    r = CliRunner().invoke(cli, ["run", "-o", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "--overwrite" in r.output and "Traceback" not in r.output
