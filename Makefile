@@ -14,10 +14,10 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The main job, offline. Becomes `compact run` when the pipeline command lands.
+# The main job, offline: the whole pipeline on the built-in default (report at runs/compact-run/report.html).
 run: setup
-	$(VENV)/bin/compact reference build
-	$(VENV)/bin/compact reference eval -o runs/reference-eval --overwrite
+	$(VENV)/bin/compact run
 
 test: setup
+	apps/setup.sh $(VENV)  # chromium + chromedriver (apt), onnxruntime-web (npm), the apps extra: browser tests
 	$(PY) -m pytest -q

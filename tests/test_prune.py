@@ -30,15 +30,26 @@ def _tiny_data(n=80, langs=("en", "de")):
     return EvalData(name="tiny", images=ArrayImageSource(imgs, "t"), pairs=pairs, classification=view, parallel="en")
 
 
-TESTED = {"magnitude", "taylor", "mope"}
+TESTED = {"magnitude", "taylor", "mope", "latency"}
 
 
 def test_every_metric_is_tested():
     assert set(list_importance()) == TESTED
 
 
+def _fake_table(model, cfg=None, towers=("vision", "text")):
+    """A latency table with known costs: layer 0 units cost 4x layer 1's."""
+    table = {}
+    for t in towers:
+        d = getattr(model.cfg, t).depth
+        table[t] = {"heads": [0.4 if i == 0 else 0.1 for i in range(d)], "mlp": [0.004 if i == 0 else 0.001 for i in range(d)],
+                    "layers": [2.0 if i == 0 else 0.5 for i in range(d)], "tower_ms": 3.0}
+    return {"runtime": "onnxruntime", "batch": 8, "per_unit_ms": table}
+
+
 @pytest.mark.parametrize("name", sorted(TESTED))
-def test_metric_scores_every_unit(name):
+def test_metric_scores_every_unit(name, monkeypatch):
+    monkeypatch.setattr("compact.prune.latency.latency_table", _fake_table)
     m = tiny_compact()
     s = compute_importance(name, m, Calibration(data=_tiny_data(), langs=("en", "de"), batch_size=32))
     for tower in ("vision", "text"):
@@ -49,6 +60,34 @@ def test_metric_scores_every_unit(name):
         assert all(torch.isfinite(t).all() for t in s.heads[tower] + s.mlp[tower])
     if name != "mope":  # magnitude/taylor are positive sums; mope drops can be 0 or negative
         assert all((t >= 0).all() for t in s.heads["text"])
+
+
+def test_latency_aware_divides_the_base_score_by_the_measured_cost(monkeypatch):
+    monkeypatch.setattr("compact.prune.latency.latency_table", _fake_table)
+    m = tiny_compact()
+    calib = Calibration(base_metric="magnitude")
+    lat = compute_importance("latency", m, calib)
+    base = compute_importance("magnitude", m, Calibration())
+    assert torch.allclose(lat.heads["text"][0], base.heads["text"][0] / 0.4)
+    assert torch.allclose(lat.mlp["vision"][1], base.mlp["vision"][1] / 0.001)
+    assert torch.allclose(lat.layers["text"], base.layers["text"] / torch.tensor([2.0, 0.5]))
+    assert calib.latency_table["per_unit_ms"]["text"]["tower_ms"] == 3.0
+
+
+@pytest.mark.slow
+def test_latency_table_is_measured_on_ort():
+    from compact.prune.latency import LatencyConfig, compare_models, latency_table
+
+    m = tiny_compact()
+    lut = latency_table(m, LatencyConfig(batch=4, seconds=0.5))
+    for tower in ("vision", "text"):
+        t = lut["per_unit_ms"][tower]
+        assert t["tower_ms"] > 0 and len(t["heads"]) == len(t["mlp"]) == len(t["layers"]) == 2
+        assert all(v is None or v >= 0 for k in ("heads", "mlp", "layers") for v in t[k])
+    half = slice_model(m, build_plan(m, compute_importance("magnitude", m, Calibration()),
+                                     PlanConfig(keep_params=0.5, granularity=("layers", "mlp"))).plan)
+    r = compare_models(m, half, LatencyConfig(batch=4, seconds=0.5))
+    assert r["towers"]["image"]["onnx_size_ratio"] < 0.8 and r["towers"]["text"]["onnx_bytes_after"] > 0
 
 
 def test_magnitude_ranks_a_zeroed_head_last():
@@ -140,7 +179,7 @@ def test_cli_prunes_reference_teacher_with_vocab(quick_reference, tmp_path):
     assert rep["vocab"]["after"] < 2000 and rep["vocab"]["before"] == 49408
     assert rep["flops"]["after"]["image"] <= rep["flops"]["before"]["image"]
     assert set(rep["eval"]) == {"before", "after_pruning", "after_recovery"}
-    assert len(rep["recovery"]["loss_curve"]) >= 1
+    assert len(rep["recovery"][0]["loss_curve"]) >= 1
     from compact.models.folder import load_model
 
     p = load_model(tmp_path / "p")
@@ -163,3 +202,42 @@ def test_cli_mope_calibration_too_small(quick_reference, tmp_path):
                                  "--calib", "reference-quick:val", "--calib-limit", "40", "--eval-data", ""])
     assert r.exit_code == 1 and "at least 72" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_cli_iterative_schedule_and_latency_report(quick_reference, tmp_path):
+    r = CliRunner().invoke(cli, ["prune", "reference-quick", "-o", str(tmp_path / "p"), "--keep", "0.5",
+                                 "--schedule", "iterative", "--iterations", "2", "--recover-steps", "4",
+                                 "--calib", "reference-quick:val", "--calib-limit", "100", "--eval-data",
+                                 "reference-quick:test", "--latency-batch", "2"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "p" / "report.json").read_text())
+    it = rep["iterations"]
+    assert [x["granularity"] for x in it] == [["heads", "mlp"], ["heads", "mlp", "layers"]]
+    assert it[0]["keep_total"] > it[1]["keep_total"] and rep["parameters"]["ratio"] <= 0.5
+    assert len(rep["recovery"]) == 2
+    for tower in ("image", "text"):
+        lat = rep["latency"]["towers"][tower]
+        assert lat["onnx_bytes_after"] < lat["onnx_bytes_before"] and lat["before_ms"] > 0
+    assert "ORT p50" in r.output
+
+
+@pytest.mark.slow
+def test_flops_target_is_met(quick_reference, tmp_path):
+    from compact.prune.prune import PruneConfig, run_prune
+
+    rep = run_prune("reference-quick", PruneConfig(keep_flops=0.6, calib="reference-quick:val", calib_limit=100,
+                                                   eval_data=None, measure_latency=False), tmp_path / "p")
+    f = rep["flops"]
+    before = f["before"]["image"] + f["before"]["text"]
+    after = f["after"]["image"] + f["after"]["text"]
+    assert after <= 0.6 * before and after > 0.3 * before  # met, and not by pruning far past it
+
+
+def test_bad_targets_are_clear():
+    from compact.prune.prune import PruneConfig
+
+    with pytest.raises(CompactError, match="one target"):
+        PruneConfig(keep_flops=0.5, target_latency_ms=3.0)
+    with pytest.raises(CompactError, match="schedule"):
+        PruneConfig(schedule="gradual")

@@ -27,18 +27,30 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--recover-steps", type=int, default=0, show_default=True,
               help="Distillation steps from the unpruned model after pruning (0 = none).")
 @click.option("--towers", default="vision,text", show_default=True)
+@click.option("--keep-flops", type=float, default=None, help="Target: fraction of the FLOPs to keep (instead of --keep).")
+@click.option("--target-latency-ms", type=float, default=None,
+              help="Target: measured p50 of image + text batch on --runtime (instead of --keep).")
+@click.option("--runtime", type=click.Choice(["onnxruntime"]), default="onnxruntime", show_default=True,
+              help="Where latency targets, the latency-aware metric and the before/after latency are measured.")
+@click.option("--latency-batch", type=int, default=8, show_default=True)
+@click.option("--schedule", type=click.Choice(["oneshot", "iterative"]), default="oneshot", show_default=True,
+              help="iterative: prune -> recover, --iterations times, width first and depth last (MoPE-CLIP).")
+@click.option("--iterations", type=int, default=3, show_default=True)
+@click.option("--base-metric", default="taylor", show_default=True, help="For --importance latency: the score it divides.")
+@click.option("--no-latency", is_flag=True, help="Skip the ORT latency / ONNX size measurement in report.json.")
 @click.option("--overwrite", is_flag=True)
 def prune(model, out, keep_params, importance, granularity, langs, calib, calib_limit, eval_data, recover_steps,
-          towers, overwrite) -> None:
+          towers, keep_flops, target_latency_ms, runtime, latency_batch, schedule, iterations, base_metric,
+          no_latency, overwrite) -> None:
     """Structured pruning: remove heads, FFN neurons, layers and vocabulary rows for real (smaller tensors).
 
     MODEL is any teacher spec (compact folder, open_clip, hf:, reference).
 
     \b
-    Example:
+    Examples:
       compact prune reference -o runs/teacher-pruned --keep 0.5 --langs en --recover-steps 200
-    Not built yet: latency-aware importance and latency targets (they need the bench harness), iterative
-    prune -> recover schedules.
+      compact prune runs/student -o runs/student-fast --importance latency --target-latency-ms 5
+      compact prune runs/student -o runs/student-iter --keep 0.7 --schedule iterative --recover-steps 300
     """
     from compact.cli.report import eval_table
     from compact.errors import CompactError
@@ -49,7 +61,9 @@ def prune(model, out, keep_params, importance, granularity, langs, calib, calib_
     split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip()) if s else None  # noqa: E731
     cfg = PruneConfig(importance=importance, keep_params=keep_params, granularity=split(granularity),
                       langs=split(langs), calib=calib, calib_limit=calib_limit, eval_data=eval_data or None,
-                      recover_steps=recover_steps, prune_towers=split(towers))
+                      recover_steps=recover_steps, prune_towers=split(towers), keep_flops=keep_flops,
+                      target_latency_ms=target_latency_ms, schedule=schedule, iterations=iterations,
+                      base_metric=base_metric, measure_latency=not no_latency, latency_batch=latency_batch)
     with stage_bars() as bars:
         rep = run_prune(model, cfg, out, overwrite, progress=bars)
     p = rep["parameters"]
@@ -59,6 +73,9 @@ def prune(model, out, keep_params, importance, granularity, langs, calib, calib_
     f = rep["flops"]
     console.print(f"FLOPs per image {f['before']['image']:,} -> {f['after']['image']:,}; per text "
                   f"{f['before']['text']:,} -> {f['after']['text']:,}")
+    for tower, lat in (rep.get("latency") or {}).get("towers", {}).items():
+        console.print(f"{tower}: ORT p50 {lat['before_ms']:.3f} -> {lat['after_ms']:.3f} ms (x{lat['ratio']:.2f}), "
+                      f"ONNX {lat['onnx_bytes_before'] / 1e6:.2f} -> {lat['onnx_bytes_after'] / 1e6:.2f} MB")
     for k, r in rep.get("eval", {}).items():
         console.print(eval_table(r, title=k.replace("_", " ")))
     console.print(f"saved to {out}")

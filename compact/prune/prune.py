@@ -41,6 +41,27 @@ class PruneConfig:
     seed: int = 0
     prune_towers: tuple[str, ...] = ("vision", "text")
     cache_dir: Optional[str] = None  # mope score cache
+    # Targets other than a parameter fraction (searched by bisection on the kept fraction):
+    keep_flops: Optional[float] = None  # fraction of the analytic FLOPs (image + text) to keep
+    target_latency_ms: Optional[float] = None  # measured ORT p50, image batch + text batch at latency_batch
+    # Schedule: "oneshot", or "iterative" (prune -> recover, `iterations` times; width first, depth last).
+    schedule: str = "oneshot"
+    iterations: int = 3
+    base_metric: str = "taylor"  # for --importance latency
+    measure_latency: bool = True  # ORT latency and ONNX size before/after, side by side, in report.json
+    latency_batch: int = 8
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("oneshot", "iterative"):
+            raise CompactError(f"unknown schedule {self.schedule!r}; choose oneshot or iterative")
+        if self.iterations < 1 or self.latency_batch < 1:
+            raise CompactError("--iterations and the latency batch must be >= 1")
+        if self.keep_flops is not None and not 0 < self.keep_flops <= 1:
+            raise CompactError(f"--keep-flops is a fraction in (0, 1], got {self.keep_flops}")
+        if self.target_latency_ms is not None and self.target_latency_ms <= 0:
+            raise CompactError(f"--target-latency-ms must be positive, got {self.target_latency_ms}")
+        if self.keep_flops is not None and self.target_latency_ms is not None:
+            raise CompactError("give one target: --keep, --keep-flops or --target-latency-ms")
 
 
 def _open(spec: str, limit: Optional[int] = None):
@@ -62,7 +83,6 @@ def run_prune(model_spec: str, cfg: PruneConfig, out: Path, overwrite: bool = Fa
               progress: Optional[PruneProgress] = None) -> dict:
     from compact.models.convert import to_compact
     from compact.models.folder import save_model
-    from compact.models.surgery import slice_model
     from compact.models.teachers import load_teacher
     from compact.utils.io import check_output_dir
 
@@ -72,44 +92,123 @@ def run_prune(model_spec: str, cfg: PruneConfig, out: Path, overwrite: bool = Fa
     model = to_compact(original)
     before_params = count_parameters(model)
     step = lambda s, d, t: progress(s, d, t, {}) if progress else None  # noqa: E731
-    step("score", 0, 1)
     calib_data = _open(cfg.calib, cfg.calib_limit)
     langs = cfg.eval_langs or (model.languages if model.languages else None)
-    calib = Calibration(data=calib_data, teacher=None, langs=tuple(langs or ("en",)), cache_dir=cfg.cache_dir)
-    torch.manual_seed(cfg.seed)
-    scores = compute_importance(cfg.importance, model, calib)
-    step("score", 1, 1)
+    calib = Calibration(data=calib_data, teacher=None, langs=tuple(langs or ("en",)), cache_dir=cfg.cache_dir,
+                        base_metric=cfg.base_metric, latency_batch=cfg.latency_batch)
     vocab, tokenizer, vocab_report = None, None, None
     if cfg.langs:
         vocab, tokenizer, vocab_report = _trim_vocab(model, calib_data, cfg.langs)
-    res = build_plan(model, scores, PlanConfig(keep_params=cfg.keep_params, granularity=tuple(cfg.granularity),
-                                               prune_towers=tuple(cfg.prune_towers)), vocab)
-    pruned = slice_model(model, res.plan, tokenizer=tokenizer)
-    if cfg.langs:
-        pruned.languages = tuple(cfg.langs)
-    after_params = count_parameters(pruned)
-    report: dict = {
-        "model": model_spec, "config": asdict(cfg),
-        "removed": res.removed, "vocab": vocab_report,
-        "parameters": {"before": _params(model), "after": _params(pruned), "ratio": round(after_params / before_params, 4)},
-        "flops": {"before": tower_flops(model), "after": tower_flops(pruned)},
-    }
-    if cfg.eval_data:
-        data = _open(cfg.eval_data)
-        eval_langs = tuple(cfg.langs) if cfg.langs else langs
-        step("evaluate", 0, 3 if cfg.recover_steps else 2)
-        report["eval"] = {"before": _evaluate(model, data, eval_langs)}
-        step("evaluate", 1, 3 if cfg.recover_steps else 2)
-        report["eval"]["after_pruning"] = _evaluate(pruned, data, eval_langs)
-        step("evaluate", 2, 3 if cfg.recover_steps else 2)
-    if cfg.recover_steps:
-        pruned = _recover(model_spec, pruned, cfg, report, progress)
-        if cfg.eval_data:
-            report["eval"]["after_recovery"] = _evaluate(pruned, data, eval_langs)
-            step("evaluate", 3, 3)
+
+    report: dict = {"model": model_spec, "config": asdict(cfg), "vocab": vocab_report, "removed": {}}
+    n_iter = cfg.iterations if cfg.schedule == "iterative" else 1
+    current = model
+    for it in range(n_iter):
+        last = it == n_iter - 1
+        step("score", it, n_iter)
+        torch.manual_seed(cfg.seed)
+        scores = compute_importance(cfg.importance, current, calib)
+        if calib.latency_table is not None and "latency_table" not in report:
+            report["latency_table"] = calib.latency_table
+        # Iterative: the kept fraction shrinks geometrically; width (heads, FFN) first, layers only at the end.
+        gran = tuple(cfg.granularity) if last else tuple(g for g in cfg.granularity if g != "layers") or \
+            tuple(cfg.granularity)
+        keep_total = _resolve_keep(model, current, scores, cfg, vocab if it == 0 else None, gran,
+                                   fraction=(it + 1) / n_iter)
+        keep_rel = min(1.0, keep_total * before_params / count_parameters(current))
+        res = build_plan(current, scores, PlanConfig(keep_params=keep_rel, granularity=gran,
+                                                     prune_towers=tuple(cfg.prune_towers)),
+                         vocab if it == 0 else None)
+        from compact.models.surgery import slice_model
+
+        pruned = slice_model(current, res.plan, tokenizer=tokenizer if it == 0 else None)
+        if cfg.langs:
+            pruned.languages = tuple(cfg.langs)
+        report["removed"] = res.removed if n_iter == 1 else {**report["removed"], f"iteration_{it + 1}": res.removed}
+        if n_iter > 1:
+            report.setdefault("iterations", []).append({"keep_total": round(keep_total, 4),
+                                                        "parameters": count_parameters(pruned), "granularity": gran})
+        steps = cfg.recover_steps // n_iter if n_iter > 1 else cfg.recover_steps
+        if last and cfg.eval_data:
+            data = _open(cfg.eval_data)
+            eval_langs = tuple(cfg.langs) if cfg.langs else langs
+            step("evaluate", 0, 3 if cfg.recover_steps else 2)
+            report.setdefault("eval", {})["before"] = _evaluate(model, data, eval_langs)
+            step("evaluate", 1, 3 if cfg.recover_steps else 2)
+            report["eval"]["after_pruning"] = _evaluate(pruned, data, eval_langs)
+            step("evaluate", 2, 3 if cfg.recover_steps else 2)
+        if steps:
+            pruned = _recover(model_spec, pruned, cfg, report, progress, steps)
+        current = pruned
+    if cfg.recover_steps and cfg.eval_data:
+        report["eval"]["after_recovery"] = _evaluate(current, data, eval_langs)
+        step("evaluate", 3, 3)
+    after_params = count_parameters(current)
+    report["parameters"] = {"before": _params(model), "after": _params(current),
+                            "ratio": round(after_params / before_params, 4)}
+    report["flops"] = {"before": tower_flops(model), "after": tower_flops(current)}
+    if cfg.measure_latency:
+        from compact.prune.latency import LatencyConfig, compare_models
+
+        step("latency", 0, 1)
+        report["latency"] = compare_models(model, current, LatencyConfig(batch=cfg.latency_batch))
+        step("latency", 1, 1)
     report["seconds"] = round(time.perf_counter() - t0, 1)
-    save_model(pruned, Path(out), overwrite=True, extra_files={"report.json": report})
+    save_model(current, Path(out), overwrite=True, extra_files={"report.json": report})
     return report
+
+
+def _resolve_keep(model, current, scores, cfg: PruneConfig, vocab, gran, fraction: float = 1.0) -> float:
+    """The fraction of the *original* parameters to keep after this iteration. A FLOPs or latency target is
+    turned into one by bisection on the kept fraction (plans are cheap; latency is measured on ORT)."""
+    if cfg.keep_flops is None and cfg.target_latency_ms is None:
+        return cfg.keep_params ** fraction
+    from compact.models.surgery import slice_model
+
+    base_params = count_parameters(model)
+    cur_params = count_parameters(current)
+
+    def candidate(keep_total: float):
+        keep_rel = min(1.0, keep_total * base_params / cur_params)
+        plan = build_plan(current, scores, PlanConfig(keep_params=keep_rel, granularity=gran,
+                                                      prune_towers=tuple(cfg.prune_towers)), vocab)
+        return slice_model(current, plan.plan)
+
+    if cfg.keep_flops is not None:
+        full = _flops(model)
+        goal = full * cfg.keep_flops ** fraction
+        meets = lambda m: _flops(m) <= goal  # noqa: E731
+    else:
+        goal = cfg.target_latency_ms
+        meets = lambda m: _latency_ms(m, cfg) <= goal  # noqa: E731
+    lo, hi = 0.02, 1.0
+    if meets(candidate(hi)):
+        return hi
+    if not meets(candidate(lo)):
+        raise CompactError(f"the target cannot be met even keeping 2% of the parameters "
+                           f"({'FLOPs' if cfg.keep_flops else 'latency'} goal {goal:.4g}); relax it")
+    for _ in range(7):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if meets(candidate(mid)) else (mid, hi)
+    return lo
+
+
+def _flops(m) -> float:
+    f = tower_flops(m)
+    return float((f.get("image") or 0) + (f.get("text") or 0))
+
+
+def _latency_ms(m, cfg: PruneConfig) -> float:
+    from bench.harness import TimingConfig, time_callable
+    from compact.prune.latency import LatencyConfig, tower_runner
+
+    total = 0.0
+    lc = LatencyConfig(batch=cfg.latency_batch)
+    with tempfile.TemporaryDirectory(prefix="compact-latency-") as tmp:
+        for tower in ("vision", "text"):
+            run, _ = tower_runner(m, tower, lc, Path(tmp))
+            total += time_callable(run, TimingConfig(warmup=3, min_iters=10, max_seconds=1.5)).median_s * 1e3
+    return total
 
 
 def _params(m) -> dict:
@@ -138,7 +237,7 @@ def _trim_vocab(model, data, langs):
     return list(res.old_ids), t2, {"before": res.vocab_before, "after": res.vocab_after, "langs": list(langs)}
 
 
-def _recover(model_spec, pruned, cfg: PruneConfig, report: dict, progress) -> object:
+def _recover(model_spec, pruned, cfg: PruneConfig, report: dict, progress, steps: int) -> object:
     """Distil the pruned model back towards the unpruned one (feature + affinity on image-caption pairs)."""
     from compact.distill.recipe import DistillRecipe, StageConfig
     from compact.distill.trainer import DistillOptions, Distiller
@@ -152,7 +251,7 @@ def _recover(model_spec, pruned, cfg: PruneConfig, report: dict, progress) -> ob
         data = reference_base(cfg.calib) or cfg.calib  # recovery trains on the train split of the same data
         langs = list(pruned.languages or cfg.eval_langs or ["en"])
         recipe = DistillRecipe(teacher=model_spec, data=data, langs=langs, student_init=str(tmp / "pruned"),
-                               stages=[StageConfig(name="align", steps=cfg.recover_steps, batch_size=cfg.recover_batch,
+                               stages=[StageConfig(name="align", steps=steps, batch_size=cfg.recover_batch,
                                                    lr=cfg.recover_lr,
                                                    losses={"feature_cosine": 1.0, "affinity": 1.0})],
                                val_every=0, seed=cfg.seed, checkpoint_every=10**9)
@@ -160,8 +259,8 @@ def _recover(model_spec, pruned, cfg: PruneConfig, report: dict, progress) -> ob
                       progress=(lambda s, a, b, info: progress(f"recover {s}", a, b, info)) if progress else None)
         d.setup()
         state = d.train()
-        report["recovery"] = {"steps": cfg.recover_steps, "loss_curve": state["curves"].get("align", []),
-                              "seconds": round(state["seconds"], 1)}
+        report.setdefault("recovery", []).append({"steps": steps, "loss_curve": state["curves"].get("align", []),
+                                                  "seconds": round(state["seconds"], 1)})
         out = d.student.eval()
         save_model(out, tmp / "recovered")
         return load_model(tmp / "recovered")

@@ -10,13 +10,15 @@ Shapes (`target_options["coreml_shapes"]`):
               tower) need iOS 18 / macOS 15.
 
 Precision: fp32, or fp16 compute. For fp16 an overflow scan runs the tower in fp32 on its example inputs plus
-`target_options["calibration"]` and keeps in fp32 every op whose inputs or output exceed half the fp16 range
-(`FP16ComputePrecision(op_selector=...)`, mapped op by op through the debug handles coremltools carries from the
-exported graph into MIL); `details["overflow_scan"]` records the layers, their maxima and what was done.
+`target_options["calibration"]` ({input name: array}, or an .npz path) and keeps in fp32 every op whose inputs or
+output exceed half the fp16 range (vector norms: whose square does), via `FP16ComputePrecision(op_selector=...)`,
+mapped op by op through the debug handles coremltools carries from the exported graph into MIL.
+`details["overflow_scan"]` records the layers (`overflow_scan`, forward hooks), their maxima and what was done.
 
-Weights (`target_options["coreml_weights"]`): int8 (linear symmetric, per channel), palettize4 / palettize6
-(k-means look-up tables, per tensor). They are compressed in torch with `coremltools.optimize.torch`
-(`PostTrainingQuantizer` / `PostTrainingPalettizer`), and that model is what is exported and converted:
+Weights (`target_options["coreml_weights"]`): int8 (linear symmetric, per output channel; token embeddings per
+row), palettize4 / palettize6 (k-means look-up tables, per tensor) over every Linear/Conv/Embedding weight. They
+are compressed in torch with `coremltools.optimize.torch` (`PostTrainingQuantizer` / `PostTrainingPalettizer`),
+and that model is what is exported and converted:
 coremltools reads the compression metadata and writes `constexpr_affine_dequantize` / `constexpr_lut_to_dense`
 ops, so the weights checked in torch are exactly the weights in the package. If a future coremltools ignores
 the metadata, `coremltools.optimize.coreml` compresses the package instead and the details say so.
@@ -25,7 +27,8 @@ Parity: `MLModel.predict` exists only on macOS. There the runner feeds the packa
 the very `ExportedProgram` handed to coremltools (with fp16 compute emulated op by op, fp32 where the scan kept
 fp32), padded to the package's shapes exactly as a caller must. `validate_mlpackage` checks the saved package's
 structure (inputs, outputs, dtypes, shapes, MIL op types) on any platform. The parity tolerance stays 0.999:
-fp32 and fp16 meet it; pass `--min-cosine` for palettized weights of large models.
+fp32, fp16, int8 and palettize6 met it in our tests; palettize4 needs `--min-cosine` (about 0.98), and
+the export warns before parity when the torch-side cosine is already below the tolerance.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ EXPECTED_OPS = frozenset({
 })
 COMPRESSED_OPS = {"int8": ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"),
                   "palettize4": ("constexpr_lut_to_dense",), "palettize6": ("constexpr_lut_to_dense",)}
-NORM_TARGETS = ("linalg_vector_norm", "norm")  # reductions that square their input
+NORM_OPS = ("linalg_vector_norm", "norm", "frobenius_norm")  # aten ops that sum squares of their input
 
 
 # --------------------------------------------------------------------------------------------- overflow scan
@@ -141,7 +144,8 @@ def _is_assert(node: torch.fx.Node) -> bool:
 
 
 class _RangeRecorder(torch.fx.Interpreter):
-    """Runs an exported `GraphModule` node by node in fp32, keeping each node's largest |output|."""
+    """Runs an exported `GraphModule` node by node in fp32, keeping the largest |value| of every node: graph
+    inputs, weights (once) and op outputs."""
 
     def __init__(self, gm: torch.fx.GraphModule):
         super().__init__(gm)
@@ -149,7 +153,7 @@ class _RangeRecorder(torch.fx.Interpreter):
 
     def run_node(self, n: torch.fx.Node) -> Any:
         out = super().run_node(n)
-        if n.op == "call_function":
+        if n.op in ("call_function", "placeholder") or (n.op == "get_attr" and n.name not in self.ranges):
             self.ranges[n.name] = max(self.ranges.get(n.name, 0.0), _abs_max(_float_leaves(out)))
         return out
 
@@ -183,7 +187,8 @@ def emulate_fp16(gm: torch.fx.GraphModule, keep_fp32: Iterable[str] = ()) -> tor
             if isinstance(a, torch.fx.Node):
                 with graph.inserting_before(node):
                     return graph.call_function(_cast_floats, (a, dtype))
-            return dtype if a in floats else a  # dtype arguments (to(), arange(), ...) follow the op's precision
+            # dtype arguments (to(), arange(), ...) follow the op's precision
+            return dtype if isinstance(a, torch.dtype) and a in floats else a
 
         node.args = tuple(cast(a) if not isinstance(a, (list, tuple)) else type(a)(cast(x) for x in a)
                           for a in node.args)
@@ -212,8 +217,8 @@ def _first(out: Any) -> torch.Tensor:
 
 
 def _hot_nodes(gm: torch.fx.GraphModule, batches: list[tuple], limit: float) -> dict[str, float]:
-    """Nodes of the exported graph that must stay fp32: their output or any float input passes `limit` (norms:
-    their square does). Returns {node name: the range that flagged it}."""
+    """Ops of the exported graph that must stay fp32: their output or any float input (activation, graph input or
+    weight) passes `limit` (vector norms: their square does). Returns {node name: the range that flagged it}."""
     recorder = _RangeRecorder(gm)
     with torch.no_grad():
         for batch in batches:
@@ -225,7 +230,8 @@ def _hot_nodes(gm: torch.fx.GraphModule, batches: list[tuple], limit: float) -> 
             continue
         ins = [ranges.get(a.name, 0.0) for a in n.all_input_nodes]
         worst = max([ranges[n.name], *ins])
-        squared = any(t in str(n.target) for t in NORM_TARGETS) and ranges[n.name] ** 2 > limit
+        packet = getattr(n.target, "overloadpacket", None)
+        squared = getattr(packet, "__name__", "") in NORM_OPS and ranges[n.name] ** 2 > limit
         if worst > limit or squared or not math.isfinite(worst):
             hot[n.name] = worst
     return hot
@@ -597,6 +603,11 @@ class CoreMLTarget(ExportTarget):
             details["weights"] = {"mode": weights, "compressed_params": len(compressed),
                                   "via": "coremltools.optimize.torch, converted from its compression metadata"}
             details["torch_side_cosine"] = round(cos, 6)
+            need = cfg.min_cosine if cfg.min_cosine is not None else self.min_cosine
+            if cos < need:
+                log.warning("%s weights move the %s tower to cosine %.4f in torch, below the parity tolerance %s; "
+                            "the export will fail parity unless you pass --min-cosine %.2f or lighter compression",
+                            weights, tower.name, cos, need, math.floor((cos - 0.01) * 100) / 100)
         else:
             ep = ep32
 
@@ -621,14 +632,14 @@ class CoreMLTarget(ExportTarget):
                                   "(FP16ComputePrecision op_selector)")
             elif hot:
                 scan["action"] = "the flagged ops could not be mapped to MIL ops; the whole model was kept fp32"
-        self._describe(ml, tower, plan, precision, weights, opts)
-        ml.save(str(path))
-
         if weights and not _has_compressed_ops(ml, weights):
+            log.warning("coremltools did not convert the %s tower's compression metadata; compressing the package "
+                        "with coremltools.optimize.coreml instead", tower.name)
             ml = self._compress_coreml(ml, weights)
-            ml.save(str(path))
             details["weights"]["via"] = ("coremltools.optimize.coreml on the package (this coremltools ignored the "
                                          "torch compression metadata); the torch-side check is an approximation")
+        self._describe(ml, tower, plan, precision, weights, opts)
+        ml.save(str(path))
         structure = validate_mlpackage(path, tower, plan.shapes, weights, _out_dim(ep))
         details.update({
             "compute_precision": precision,
@@ -655,9 +666,17 @@ class CoreMLTarget(ExportTarget):
 
     @staticmethod
     def _calibration(tower: Tower, opts: dict) -> list[tuple]:
+        """`calibration`: {input name: array} or the path of an .npz with those arrays (a path keeps the
+        manifest's export_config JSON-serialisable)."""
         calib = opts.get("calibration")
         if not calib:
             return []
+        if isinstance(calib, (str, Path)):
+            if not Path(calib).is_file():
+                raise CompactError(f"calibration file {calib} does not exist; give an .npz with arrays named "
+                                   "pixel_values / input_ids / attention_mask")
+            with np.load(calib) as npz:
+                calib = {k: npz[k] for k in npz.files}
         present = [n for n in tower.input_names if n in calib]
         if not present:
             return []  # calibration for the other tower
@@ -665,7 +684,8 @@ class CoreMLTarget(ExportTarget):
         if missing:
             raise CompactError(f"calibration data for the {tower.name} tower lacks {', '.join(missing)}; give "
                                f"every input of the tower ({', '.join(tower.input_names)})")
-        return [tuple(torch.as_tensor(np.asarray(calib[n])).to(x.dtype) for n, x in zip(tower.input_names, tower.example))]
+        return [tuple(torch.as_tensor(np.asarray(calib[n])).to(x.dtype)
+                      for n, x in zip(tower.input_names, tower.example))]
 
     @staticmethod
     def _fit_batch(batch: tuple, names: tuple[str, ...], plan: ShapePlan) -> list[tuple]:

@@ -44,6 +44,9 @@ class Calibration:
     langs: tuple[str, ...] = ("en",)
     batch_size: int = 64
     cache_dir: Optional[str] = None  # where expensive scores (mope) are cached
+    base_metric: str = "taylor"  # latency-aware: the score divided by the measured cost
+    latency_batch: int = 8
+    latency_table: Optional[dict] = None  # filled by the latency-aware metric, for the report
 
 
 Metric = Callable[[object, Calibration], Scores]
@@ -76,4 +79,4 @@ def towers(model) -> list[str]:
 
 
 def _import_builtin() -> None:
-    from compact.prune.importance import magnitude, mope, taylor  # noqa: F401
+    from compact.prune.importance import latency, magnitude, mope, taylor  # noqa: F401
