@@ -56,6 +56,9 @@ class ExportConfig:
     overwrite: bool = False
     target_options: dict = field(default_factory=dict)  # per-target knobs (coreml shape mode, trt profiles, ...)
     name: Optional[str] = None  # a display name for reports (bench tables, Pareto charts)
+    # onnx / openvino: also time a fixed-shape export (batch 1, 16 tokens) against the flexible one on the
+    # target's runtime and record both in the manifest (the coremltools #2022 question, answered here).
+    compare_shapes: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch <= 0 or (self.fixed_batch is not None and self.fixed_batch <= 0):
@@ -122,6 +125,8 @@ def export_model(model, target_name: str, out: Path, cfg: ExportConfig = ExportC
         if failures:
             raise ParityError(f"{target.name} export failed parity, nothing written: {'; '.join(failures)}")
         extra = target.finalize(tmp, [Artifact(f["path"], f["tower"], f["precision"]) for f in files], cfg)
+        if cfg.compare_shapes and target.name in SHAPE_STUDY_TARGETS and not (cfg.fixed_batch or cfg.fixed_seq):
+            extra["shape_study"] = _shape_study(target, prep, cfg, tmp, files)
         _write_tokenizer(prep, tmp)
         if target.name in ("onnx", "tensorrt"):
             shutil.copy2(STANDALONE_RUNNER, tmp / STANDALONE_RUNNER.name)
@@ -131,6 +136,43 @@ def export_model(model, target_name: str, out: Path, cfg: ExportConfig = ExportC
         if progress:
             progress(f"export {target.name}", total, total)
     return manifest
+
+
+SHAPE_STUDY_TARGETS = ("onnx", "openvino")
+SHAPE_STUDY_SEQ = 16
+
+
+def _shape_study(target, prep: Prepared, cfg: ExportConfig, bundle: Path, files: list[dict]) -> dict:
+    """Fixed (batch 1, SHAPE_STUDY_SEQ tokens) against flexible shapes, timed interleaved on the target's runtime
+    with the same inputs. Both graphs come from the same model; only the shape contract differs."""
+    import tempfile
+
+    import numpy as np
+
+    from bench.harness import TimingConfig, compare_callables
+
+    seq = min(SHAPE_STUDY_SEQ, prep.context_length)
+    fixed_cfg = ExportConfig(**{**asdict(cfg), "fixed_batch": 1, "fixed_seq": seq, "optimize": False,
+                                "compare_shapes": False})
+    out: dict = {"runtime": files[0].get("parity", {}).get("runtime", target.name), "batch": 1, "seq": seq}
+    with tempfile.TemporaryDirectory(prefix="compact-shapes-") as tmpdir:
+        tmp = Path(tmpdir)
+        for tower in towers(prep, cfg.normalize, 1, seq, cfg.max_batch):
+            flexible = next(f for f in files if f["tower"] == tower.name and not f.get("optimized"))
+            run_flex = target.runner(Artifact(flexible["path"], tower.name, flexible["precision"], flexible), bundle, cfg)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fixed = target.export(tower, tmp, fixed_cfg)[0]
+            run_fixed = target.runner(fixed, tmp, fixed_cfg)
+            feeds = {n: x.numpy() for n, x in zip(tower.input_names, tower.example)}
+            if tower.name == "text":
+                feeds["attention_mask"] = np.ones_like(feeds["input_ids"])
+            r = compare_callables(lambda: run_flex(feeds), lambda: run_fixed(feeds),
+                                  TimingConfig(warmup=3, min_iters=20, max_seconds=3.0))
+            out[tower.name] = {"flexible_ms": round(r.a.median_s * 1e3, 4), "fixed_ms": round(r.b.median_s * 1e3, 4),
+                               "fixed_over_flexible": round(r.ratio_b_over_a, 4),
+                               "ci95": [round(r.ratio_ci_low, 4), round(r.ratio_ci_high, 4)], "iters": r.a.n}
+    return out
 
 
 def _fixed_shape_parity(run, tower, cfg, pixels, img_ref, texts, txt_refs, min_cos) -> ParityResult:
@@ -201,7 +243,9 @@ def _manifest(target: str, source: str, prep: Prepared, files: list[dict], cfg: 
             **tok_cfg, "config_file": "tokenizer_config.json", "max_length": prep.context_length,
             "pad_to": "longest" if prep.variable_length_text and not cfg.fixed_seq else "max_length",
             "fixed_length": cfg.fixed_seq, "reader": STANDALONE_TOKENIZER.name},
-        "export_config": {k: v for k, v in asdict(cfg).items() if k not in ("overwrite",)},
+        # Values JSON cannot hold (arrays in target_options) are named, not written.
+        "export_config": json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k != "overwrite"},
+                                               default=lambda o: f"<{type(o).__name__}>")),
         "files": files,
         **extra,
     }

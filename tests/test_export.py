@@ -108,6 +108,18 @@ def test_fixed_shapes(tmp_path):
     assert m["tokenizer"]["pad_to"] == "max_length" and m["tokenizer"]["fixed_length"] == 16
 
 
+@pytest.mark.parametrize("target", ["onnx", "openvino"])
+def test_fixed_against_flexible_shapes_in_the_manifest(target, tmp_path):
+    _usable(target)
+    m = export_model(tiny_compact(), target, tmp_path / "b", ExportConfig(compare_shapes=True))
+    study = m["shape_study"]
+    assert study["batch"] == 1 and study["seq"] == 16
+    for tower in ("image", "text"):
+        v = study[tower]
+        assert v["fixed_ms"] > 0 and v["flexible_ms"] > 0 and v["iters"] >= 20
+        assert v["ci95"][0] <= v["fixed_over_flexible"] <= v["ci95"][1]
+
+
 def _only_packages_env(tmp_path: Path, packages: list[str]) -> Path:
     """A Python whose importable third-party packages are exactly `packages` (symlinked from this venv): a
     fresh venv without pip plus one .pth file. No network needed, and torch / compact / tokenizers cannot import."""

@@ -29,9 +29,11 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--min-cosine", type=float, default=None, help="Override the target's parity tolerance.")
 @click.option("--no-normalize", is_flag=True, help="Return raw embeddings instead of L2-normalised ones.")
 @click.option("--name", default=None, help="Display name in reports (default: from the model path).")
+@click.option("--compare-shapes/--no-compare-shapes", default=True, show_default=True,
+              help="onnx/openvino: time fixed (batch 1, 16 tokens) against flexible shapes; recorded in the manifest.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 def export(target, model, out, precision, opset, optimize, fixed_batch, fixed_seq, max_batch, coreml_shapes,
-           coreml_weights, data, min_cosine, no_normalize, name, overwrite) -> None:
+           coreml_weights, data, min_cosine, no_normalize, name, compare_shapes, overwrite) -> None:
     """Export MODEL's image and text encoders for TARGET into a bundle: the artifacts, manifest.json and the
     tokenizer, with parity against torch checked on real samples (per language for text).
 
@@ -47,7 +49,8 @@ def export(target, model, out, precision, opset, optimize, fixed_batch, fixed_se
     opts = {"coreml_shapes": coreml_shapes, "coreml_weights": None if coreml_weights == "none" else coreml_weights}
     cfg = ExportConfig(opset=opset, normalize=not no_normalize, optimize=optimize, fixed_batch=fixed_batch,
                        fixed_seq=fixed_seq, max_batch=max_batch, precision=precision, data=data,
-                       min_cosine=min_cosine, overwrite=overwrite, target_options=opts, name=name)
+                       min_cosine=min_cosine, overwrite=overwrite, target_options=opts, name=name,
+                       compare_shapes=compare_shapes)
     with stage_bars() as bars:
         if target == "all":
             summary = export_all(model, out, cfg, progress=bars.simple)
@@ -64,4 +67,8 @@ def export(target, model, out, precision, opset, optimize, fixed_batch, fixed_se
             check = (f"cos min {p['cosine_min']:.6f}, err {p['max_abs_err']:.0e}"
                      if p.get("verified") else f"parity unverified: {p['reason']}")
             console.print(f"{f['path']:<20} {f['size_bytes'] / 1e6:6.2f} MB  {check}", soft_wrap=True)
+        for tower, v in (manifest.get("shape_study") or {}).items():
+            if isinstance(v, dict):
+                console.print(f"{tower}: fixed shapes {v['fixed_ms']:.3f} ms vs flexible {v['flexible_ms']:.3f} ms "
+                              f"(x{v['fixed_over_flexible']:.2f}) on {manifest['shape_study']['runtime']}")
     console.print(f"saved to {out}")

@@ -40,7 +40,7 @@ class QuantizeStageConfig:
     auto: bool = True
     max_drop: float = 1.0
     min_cosine: float = 0.99
-    eval_limit: int = 300
+    eval_limit: int = 200  # val images for the per-language gate
     force: bool = False  # write even when the gate is breached (the report says so)
 
 
@@ -55,7 +55,7 @@ class BenchStageConfig:
     runtimes: list[str] = field(default_factory=lambda: ["onnxruntime", "openvino"])
     batch: list[int] = field(default_factory=lambda: [1, 8])
     iters: Optional[int] = None  # None: until the median's CI is within ±2% (capped by max_seconds)
-    max_seconds: float = 3.0
+    max_seconds: float = 1.5
 
     def __post_init__(self) -> None:
         if not self.batch or any(b <= 0 for b in self.batch):
@@ -67,7 +67,7 @@ class BenchStageConfig:
 @dataclass
 class EvalStageConfig:
     data: Optional[str] = None  # None: `<data>:test`
-    limit: Optional[int] = None
+    limit: Optional[int] = 500
 
 
 @dataclass
