@@ -35,9 +35,9 @@ def run(recipe, out, overwrite) -> None:
 
     def stage_line(stage: str, what: str) -> None:
         if what == "skip":
-            console.print(f"[{stage}] unchanged, skipped")
+            console.print(f"{stage}: unchanged, skipped", markup=False)
         elif what == "run":
-            console.print(f"[{stage}] running")
+            console.print(f"{stage}: running", markup=False)
 
     with stage_bars() as bars:
         res = run_pipeline(r, out, progress=bars, on_stage=stage_line, overwrite=overwrite)

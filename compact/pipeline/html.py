@@ -43,7 +43,8 @@ def _pct(v) -> str:
 def quality_section(out: Path) -> str:
     reports = {}
     for f in sorted((out / "eval").glob("*.json")):
-        reports[f.stem] = json.loads(f.read_text())
+        if f.name != "stage.json":
+            reports[f.stem] = json.loads(f.read_text())
     if not reports:
         return "<p class=muted>no evaluation</p>"
     order = [n for n in ("teacher", "student", "student-pruned", "student-int8") if n in reports]

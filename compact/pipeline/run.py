@@ -226,7 +226,8 @@ class Pipeline:
             self.skipped[f"bench {s['runtime']} on {Path(s['bundle']).name}"] = s["reason"]
         accuracy = {}
         for f in (self.out / "eval").glob("*.json"):
-            accuracy[f.stem] = accuracy_of(json.loads(f.read_text()))
+            if f.name != STAGE_FILE:
+                accuracy[f.stem] = accuracy_of(json.loads(f.read_text()))
         write_reports(res.results, folder, res.skipped, [res.profile], accuracy)
         return {"results": len(res.results)}
 

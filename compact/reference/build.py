@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 TRAIN_SIZES = {
     "full": TeacherTrainConfig(),
     "quick": TeacherTrainConfig(max_steps=60, val_every=30, target_val_zero_shot=1.01),
-    "small": TeacherTrainConfig(max_steps=300, batch_size=128, val_every=100),
+    "small": TeacherTrainConfig(max_steps=300, batch_size=128, val_every=100, target_val_zero_shot=1.01),
 }
 
 

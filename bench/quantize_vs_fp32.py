@@ -1,0 +1,60 @@
+"""fp32 against the best int8 (or bf16) per runtime and tower, as `compact quantize --auto` chooses it: every
+candidate is timed interleaved with fp32 in one process, and the table reports the chosen one's speed-up with
+its 95% CI next to its cosine and worst per-language drop.
+
+    python -m bench.quantize_vs_fp32                                  # runs/student on onnxruntime and openvino
+    python -m bench.quantize_vs_fp32 --model reference --runtime onnxruntime --eval-data reference:val
+
+Writes runs/bench/quantize_vs_fp32-<model>.json (the full quantize reports) and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tempfile
+from pathlib import Path
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="runs/student")
+    ap.add_argument("--runtime", action="append", default=None, help="onnxruntime, openvino, torch (repeatable)")
+    ap.add_argument("--eval-data", default="reference:val")
+    ap.add_argument("--eval-limit", type=int, default=500)
+    ap.add_argument("--out", default="runs/bench")
+    args = ap.parse_args(argv)
+
+    from compact.quantize.run import QuantizeConfig, run_quantize
+
+    runtimes = args.runtime or ["onnxruntime", "openvino"]
+    reports = {}
+    with tempfile.TemporaryDirectory(prefix="compact-qbench-") as tmp:
+        for rt in runtimes:
+            cfg = QuantizeConfig(runtime=rt, auto=True, eval_data=args.eval_data, eval_limit=args.eval_limit)
+            reports[rt] = run_quantize(args.model, cfg, Path(tmp) / rt)
+    lines = ["| runtime | tower | chosen | speed-up vs fp32 (95% CI) | cosine | worst drop (pts) | passes gate |",
+             "|---|---|---|---|---|---|---|"]
+    for rt, rep in reports.items():
+        for tower, method in rep["choice"].items():
+            rows = [r for r in rep["candidates"] if r["tower"] == tower and "latency" in r]
+            best = max(rows, key=lambda r: r["latency"]["speedup"]) if method == "fp32" and rows else \
+                next((r for r in rows if r["method"] == method), None)
+            if best is None:
+                continue
+            lat = best["latency"]
+            lines.append(f"| {rt} | {tower} | {method if method != 'fp32' else 'fp32 (fastest tried: ' + best['method'] + ')'} "
+                         f"| {lat['speedup']:.2f}x ({lat['speedup_ci95'][0]:.2f}-{lat['speedup_ci95'][1]:.2f}) "
+                         f"| {best['cosine_mean']:.4f} | {best.get('eval', {}).get('max_drop', float('nan')):.1f} "
+                         f"| {'yes' if best['passed'] else 'no'} |")
+    table = "\n".join(lines)
+    print(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9._]+", "-", args.model).strip("-")
+    (out / f"quantize_vs_fp32-{name}.json").write_text(json.dumps({"table": table, "reports": reports}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
