@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
 
 from bench.harness import TimingConfig, time_callable
 from bench.inputs import InputConfig, fixed_batch, load_tokenizer, preprocess, sample_images, sample_texts, tower_feeds
@@ -189,9 +188,9 @@ def _bench_tower(bundle, manifest, rt, tower, entry, rcfg, cfg, tokenizer, progr
             feeds = tower_feeds(bundle, manifest, tower, b, cfg.inputs, tokenizer)
             x = rt.prepare(handle, feeds)
 
-            def call(x=x):
-                y = rt.run(handle, x)
-                rt.synchronize(handle)
+            def call(x=x, h=handle):
+                y = rt.run(h, x)
+                rt.synchronize(h)
                 return y
 
             if first_ms is None:

@@ -68,9 +68,17 @@ def test_latency_aware_divides_the_base_score_by_the_measured_cost(monkeypatch):
     calib = Calibration(base_metric="magnitude")
     lat = compute_importance("latency", m, calib)
     base = compute_importance("magnitude", m, Calibration())
-    assert torch.allclose(lat.heads["text"][0], base.heads["text"][0] / 0.4)
-    assert torch.allclose(lat.mlp["vision"][1], base.mlp["vision"][1] / 0.001)
-    assert torch.allclose(lat.layers["text"], base.layers["text"] / torch.tensor([2.0, 0.5]))
+    hmean = torch.cat(base.heads["text"]).mean()
+    mmean = torch.cat(base.mlp["vision"]).mean()
+    assert lat.per_cost and not base.per_cost
+    assert torch.allclose(lat.heads["text"][0], base.heads["text"][0] / hmean / 0.4)
+    assert torch.allclose(lat.mlp["vision"][1], base.mlp["vision"][1] / mmean / 0.001)
+    lmean = base.layers["text"].mean()
+    assert torch.allclose(lat.layers["text"], base.layers["text"] / lmean / torch.tensor([2.0, 0.5]))
+    # Ranked as importance per ms: the planner removes the expensive layer-0 units first.
+    plan = build_plan(m, lat, PlanConfig(keep_params=0.9, granularity=("mlp",)))
+    per_layer = plan.removed["text"]["per_layer"]
+    assert per_layer["0"]["mlp_removed"] > per_layer["1"]["mlp_removed"]
     assert calib.latency_table["per_unit_ms"]["text"]["tower_ms"] == 3.0
 
 

@@ -71,13 +71,15 @@ def build_plan(model, scores: Scores, cfg: PlanConfig, vocab: Optional[list[int]
             keep_heads[(tower, i)] = set(range(tc.heads_at(i)))
             keep_mlp[(tower, i)] = set(range(tc.mlp_at(i)))
             hs, ms = scores.heads[tower][i].float(), scores.mlp[tower][i].float()
-            # Normalise per tower and kind so heads and neurons compete on the same scale.
-            hn = hs / (hs.abs().mean() + 1e-12)
-            mn = ms / (ms.abs().mean() + 1e-12)
+            if scores.per_cost:  # already importance per ms, comparable across layers and kinds
+                hp, mp = hs, ms
+            else:  # normalise per layer and kind so heads and neurons compete on one scale, then per parameter
+                hp = hs / (hs.abs().mean() + 1e-12) / head_cost
+                mp = ms / (ms.abs().mean() + 1e-12) / mlp_cost
             if "heads" in cfg.granularity:
-                cands += [(float(hn[h]) / head_cost, tower, i, "head", h, head_cost) for h in range(len(hs))]
+                cands += [(float(hp[h]), tower, i, "head", h, head_cost) for h in range(len(hs))]
             if "mlp" in cfg.granularity:
-                cands += [(float(mn[m]) / mlp_cost, tower, i, "mlp", m, mlp_cost) for m in range(len(ms))]
+                cands += [(float(mp[m]), tower, i, "mlp", m, mlp_cost) for m in range(len(ms))]
     cands.sort(key=lambda c: c[0])
     for _, tower, i, kind, idx, cost in cands:
         if total - saved <= budget:
@@ -94,7 +96,8 @@ def build_plan(model, scores: Scores, cfg: PlanConfig, vocab: Optional[list[int]
         saved += cost
     layers_keep = {t: list(range(getattr(model.cfg, t).depth)) for t in ("vision", "text")}
     if total - saved > budget and "layers" in cfg.granularity:
-        order = sorted(((float(scores.layers[t][i]) / max(1.0, float(scores.layers[t].abs().mean())), t, i)
+        norm = (lambda t: 1.0) if scores.per_cost else (lambda t: max(1.0, float(scores.layers[t].abs().mean())))
+        order = sorted(((float(scores.layers[t][i]) / norm(t), t, i)
                         for t in active for i in range(getattr(model.cfg, t).depth)), key=lambda c: c[0])
         for _, tower, i in order:
             if total - saved <= budget:

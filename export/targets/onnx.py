@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -57,12 +58,37 @@ def export_onnx(tower: Tower, path: Path, opset: int = DEFAULT_OPSET) -> dict:
             errors.append(f"legacy: {_first_line(e)}")
         finally:
             torch.backends.mha.set_fastpath_enabled(prev)
-    raise CompactError(f"ONNX cannot express the {tower.name} tower: {'; '.join(errors)}. Export a compact model "
-                       "(compact distill/prune output) or a model compact can convert (open_clip ViT, HF CLIP)")
+    op = next((m.group(1) for m in map(_OP.search, errors) if m), None)
+    where = _locate(tower, op) if op else None
+    what = f"op {op} in {where}" if where else (f"op {op}" if op else "; ".join(errors))
+    raise CompactError(f"ONNX opset {opset} cannot express {what} of the {tower.name} tower ({'; '.join(errors)}). "
+                       "Replace that op in the model, or export a model compact can convert (open_clip ViT, HF CLIP)")
+
+
+_OP = re.compile(r"operator '(aten::[A-Za-z0-9_.]+)'")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _locate(tower: Tower, op: str) -> Optional[str]:
+    """The module (path in the tower, and its class) whose forward calls `op`, from torch.export's module stack."""
+    name = op.split("::")[-1]
+    try:
+        with torch.no_grad():
+            prog = torch.export.export(tower.module, tower.example, strict=False)
+    except Exception:  # nothing more to say than the exporter's own message
+        return None
+    for node in prog.graph.nodes:
+        if node.op == "call_function" and name in str(node.target):
+            stack = node.meta.get("nn_module_stack") or {}
+            if stack:
+                path, cls = list(stack.values())[-1]
+                cls = cls.__name__ if isinstance(cls, type) else str(cls).rsplit(".", 1)[-1]
+                return f"layer '{path or tower.name}' ({cls})"
+    return None
 
 
 def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
+    text = _ANSI.sub("", str(e)).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:300]
 
 

@@ -20,6 +20,9 @@ class Scores:
     heads: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # tower -> per layer (H,)
     mlp: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # tower -> per layer (M,)
     layers: dict[str, torch.Tensor] = field(default_factory=dict)  # tower -> (L,)
+    # True when the scores are already importance per unit of cost (latency-aware): the planner then ranks them
+    # as they are, across layers and kinds, instead of normalising per layer and dividing by parameter counts.
+    per_cost: bool = False
 
     def to_json(self) -> dict:
         f = lambda t: [round(float(x), 8) for x in t]  # noqa: E731
