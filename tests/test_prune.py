@@ -249,3 +249,16 @@ def test_bad_targets_are_clear():
         PruneConfig(keep_flops=0.5, target_latency_ms=3.0)
     with pytest.raises(CompactError, match="schedule"):
         PruneConfig(schedule="gradual")
+
+
+def test_width_pruning_slices_the_residual_stream():
+    m = tiny_compact()
+    s = compute_importance("magnitude", m, Calibration())
+    res = build_plan(m, s, PlanConfig(keep_params=0.8, granularity=("width",), min_width_frac=0.5))
+    small = slice_model(m, res.plan)
+    assert small.cfg.vision.width < 32 and small.cfg.text.width < 32
+    assert res.removed["text"]["width_removed"] == 32 - small.cfg.text.width
+    assert count_parameters(small) == res.params_after_estimate <= 0.8 * count_parameters(m)
+    ids = torch.randint(3, 250, (2, 7))
+    out = small.encode_text(ids, torch.ones_like(ids))
+    assert out.shape == (2, 32) and torch.isfinite(out).all()

@@ -19,7 +19,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--importance", default="magnitude", show_default=True,
               help="Importance metric: magnitude, taylor, mope (see the registry).")
 @click.option("--granularity", default="heads,mlp,layers", show_default=True,
-              help="Comma-separated units to remove: heads, mlp, layers.")
+              help="Comma-separated units to remove: heads, mlp, layers, width (residual channels; approximate, opt-in).")
 @click.option("--langs", default=None, help="Trim the vocabulary to these languages' tokens (comma-separated).")
 @click.option("--calib", default="reference:val", show_default=True, help="Calibration data (taylor, mope, vocab).")
 @click.option("--calib-limit", type=int, default=500, show_default=True)

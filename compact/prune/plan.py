@@ -14,9 +14,12 @@ from typing import Optional
 from compact.errors import CompactError
 from compact.models.compact_clip import count_parameters
 from compact.models.surgery import SlicePlan, TowerPlan
+import torch
+
 from compact.prune.importance import Scores, towers
 
 GRANULARITIES = ("heads", "mlp", "layers")
+OPTIONAL_GRANULARITIES = ("width",)  # residual-stream channels: approximate (LayerNorm statistics change), opt-in
 
 
 @dataclass(frozen=True)
@@ -26,14 +29,15 @@ class PlanConfig:
     min_heads: int = 1  # per layer
     min_mlp_frac: float = 0.125  # per layer, of its FFN neurons
     min_layers: int = 1  # per tower
+    min_width_frac: float = 0.5  # width pruning keeps at least this share of each tower's residual channels
     prune_towers: tuple[str, ...] = ("vision", "text")
 
     def __post_init__(self) -> None:
         if not 0 < self.keep_params <= 1:
             raise CompactError(f"the target keeps {self.keep_params:.2%} of the parameters; give a fraction in (0, 1]")
-        bad = [g for g in self.granularity if g not in GRANULARITIES]
+        bad = [g for g in self.granularity if g not in GRANULARITIES + OPTIONAL_GRANULARITIES]
         if bad:
-            raise CompactError(f"unknown granularity {bad}; choose from {GRANULARITIES}")
+            raise CompactError(f"unknown granularity {bad}; choose from {GRANULARITIES + OPTIONAL_GRANULARITIES}")
         if self.min_heads < 1 or self.min_layers < 1:
             raise CompactError("a target that removes every head of a layer, or every layer of a tower, leaves no "
                                "model; min_heads and min_layers must be >= 1")
@@ -94,6 +98,9 @@ def build_plan(model, scores: Scores, cfg: PlanConfig, vocab: Optional[list[int]
                 continue
             keep_mlp[(tower, i)].discard(idx)
         saved += cost
+    widths: dict = {}
+    if total - saved > budget and "width" in cfg.granularity:
+        saved += _plan_width(model, scores, cfg, active, keep_heads, keep_mlp, vocab, total - saved - budget, widths)
     layers_keep = {t: list(range(getattr(model.cfg, t).depth)) for t in ("vision", "text")}
     if total - saved > budget and "layers" in cfg.granularity:
         norm = (lambda t: 1.0) if scores.per_cost else (lambda t: max(1.0, float(scores.layers[t].abs().mean())))
@@ -121,8 +128,9 @@ def build_plan(model, scores: Scores, cfg: PlanConfig, vocab: Optional[list[int]
         if tower not in active:
             continue
         tc = getattr(model.cfg, tower)
-        tp = TowerPlan(layers=layers_keep[tower])
+        tp = TowerPlan(layers=layers_keep[tower], width=widths.get(tower))
         removed[tower] = {"layers_removed": [i for i in range(tc.depth) if i not in layers_keep[tower]],
+                          "width_removed": tc.width - len(widths[tower]) if tower in widths else 0,
                           "per_layer": {}}
         for i in layers_keep[tower]:
             kh, km = sorted(keep_heads[(tower, i)]), sorted(keep_mlp[(tower, i)])
@@ -134,3 +142,41 @@ def build_plan(model, scores: Scores, cfg: PlanConfig, vocab: Optional[list[int]
                                                    "mlp_removed": tc.mlp_at(i) - len(km)}
         setattr(plan, tower, tp)
     return PlanResult(plan, removed, total, total - saved)
+
+
+def _channel_cost(model, tower: str, keep_heads: dict, keep_mlp: dict, vocab: Optional[list[int]]) -> int:
+    """Parameters one residual-stream channel of `tower` holds, given the heads and neurons already kept."""
+    tc = getattr(model.cfg, tower)
+    hd = tc.dim_per_head
+    per = 0
+    for i in range(tc.depth):
+        h, m = len(keep_heads[(tower, i)]), len(keep_mlp[(tower, i)])
+        per += 4 + 3 * h * hd + h * hd + 1 + 2 * m + 1  # ln1/ln2, qkv rows' inputs, out rows, fc1 inputs, fc2 rows
+    per += model.cfg.embed_dim  # the projection's input column
+    if tower == "vision":
+        n = (tc.image_size // tc.patch_size) ** 2
+        per += 3 * tc.patch_size ** 2 + 1 + 1 + (n + 1) + 4  # patch conv, cls, pos, ln_pre, ln_post
+    else:
+        per += (len(vocab) if vocab is not None else tc.vocab_size) + tc.context_length + 2
+    return per
+
+
+def _plan_width(model, scores: Scores, cfg: PlanConfig, active: list[str], keep_heads: dict, keep_mlp: dict,
+                vocab: Optional[list[int]], needed: int, widths: dict) -> int:
+    """Remove the lowest-magnitude residual channels, the same share in every active tower, until `needed`
+    parameters are saved or each tower is at `min_width_frac`. Returns the parameters saved."""
+    from compact.models.surgery import width_scores
+
+    costs = {t: _channel_cost(model, t, keep_heads, keep_mlp, vocab) for t in active}
+    widths_now = {t: getattr(model.cfg, t).width for t in active}
+    per_share = sum(costs[t] * widths_now[t] for t in active)  # parameters saved by removing 100% of every width
+    share = min(1.0 - cfg.min_width_frac, needed / max(per_share, 1))
+    saved = 0
+    for t in active:
+        k = min(int(round(share * widths_now[t] + 0.5)), int(widths_now[t] * (1 - cfg.min_width_frac)))
+        if k <= 0:
+            continue
+        ws = width_scores(model, t)
+        widths[t] = sorted(torch.topk(ws, widths_now[t] - k).indices.tolist())
+        saved += k * costs[t]
+    return saved
