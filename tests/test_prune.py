@@ -93,9 +93,9 @@ def test_latency_table_is_measured_on_ort():
         assert t["tower_ms"] > 0 and len(t["heads"]) == len(t["mlp"]) == len(t["layers"]) == 2
         assert all(v is None or v >= 0 for k in ("heads", "mlp", "layers") for v in t[k])
     half = slice_model(m, build_plan(m, compute_importance("magnitude", m, Calibration()),
-                                     PlanConfig(keep_params=0.5, granularity=("layers", "mlp"))).plan)
+                                     PlanConfig(keep_params=0.6)).plan)
     r = compare_models(m, half, LatencyConfig(batch=4, seconds=0.5))
-    assert r["towers"]["image"]["onnx_size_ratio"] < 0.8 and r["towers"]["text"]["onnx_bytes_after"] > 0
+    assert r["towers"]["image"]["onnx_size_ratio"] < 0.9 and r["towers"]["text"]["onnx_bytes_after"] > 0
 
 
 def test_magnitude_ranks_a_zeroed_head_last():
@@ -214,15 +214,15 @@ def test_cli_mope_calibration_too_small(quick_reference, tmp_path):
 
 @pytest.mark.slow
 def test_cli_iterative_schedule_and_latency_report(quick_reference, tmp_path):
-    r = CliRunner().invoke(cli, ["prune", "reference-quick", "-o", str(tmp_path / "p"), "--keep", "0.5",
-                                 "--schedule", "iterative", "--iterations", "2", "--recover-steps", "4",
+    r = CliRunner().invoke(cli, ["prune", "reference-quick", "-o", str(tmp_path / "p"), "--keep", "0.2",
+                                 "--langs", "en", "--schedule", "iterative", "--iterations", "2", "--recover-steps", "4",
                                  "--calib", "reference-quick:val", "--calib-limit", "100", "--eval-data",
                                  "reference-quick:test", "--latency-batch", "2"])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "p" / "report.json").read_text())
     it = rep["iterations"]
     assert [x["granularity"] for x in it] == [["heads", "mlp"], ["heads", "mlp", "layers"]]
-    assert it[0]["keep_total"] > it[1]["keep_total"] and rep["parameters"]["ratio"] <= 0.5
+    assert it[0]["keep_total"] > it[1]["keep_total"] and rep["parameters"]["ratio"] <= 0.2
     assert len(rep["recovery"]) == 2
     for tower in ("image", "text"):
         lat = rep["latency"]["towers"][tower]
@@ -234,7 +234,8 @@ def test_cli_iterative_schedule_and_latency_report(quick_reference, tmp_path):
 def test_flops_target_is_met(quick_reference, tmp_path):
     from compact.prune.prune import PruneConfig, run_prune
 
-    rep = run_prune("reference-quick", PruneConfig(keep_flops=0.6, calib="reference-quick:val", calib_limit=100,
+    rep = run_prune("reference-quick", PruneConfig(keep_flops=0.6, langs=("en",), calib="reference-quick:val",
+                                                   calib_limit=100,
                                                    eval_data=None, measure_latency=False), tmp_path / "p")
     f = rep["flops"]
     before = f["before"]["image"] + f["before"]["text"]
@@ -262,3 +263,20 @@ def test_width_pruning_slices_the_residual_stream():
     ids = torch.randint(3, 250, (2, 7))
     out = small.encode_text(ids, torch.ones_like(ids))
     assert out.shape == (2, 32) and torch.isfinite(out).all()
+
+
+def test_latency_target_is_met_by_bisection(monkeypatch):
+    """The latency target search, with the ORT timing replaced by a deterministic cost model."""
+    from compact.prune.prune import PruneConfig, _resolve_keep
+
+    m = tiny_compact()
+    full = count_parameters(m)
+    monkeypatch.setattr("compact.prune.prune._latency_ms", lambda model, cfg: 10.0 * count_parameters(model) / full)
+    s = compute_importance("magnitude", m, Calibration())
+    cfg = PruneConfig(target_latency_ms=7.0)
+    keep = _resolve_keep(m, m, s, cfg, None, ("heads", "mlp", "layers"))
+    small = slice_model(m, build_plan(m, s, PlanConfig(keep_params=keep)).plan)
+    assert 10.0 * count_parameters(small) / full <= 7.0  # met
+    assert keep > 0.6  # and not by pruning far past it
+    with pytest.raises(CompactError, match="cannot be met"):
+        _resolve_keep(m, m, s, PruneConfig(target_latency_ms=0.01), None, ("heads", "mlp", "layers"))

@@ -141,7 +141,7 @@ def test_reference_teacher(quick_reference):
 
 
 def test_every_adapter_is_tested():
-    tested = {"open_clip", "open_clip_dir", "hf", "hf_folder", "folder", "entrypoint", "reference"}
+    tested = {"open_clip", "open_clip_dir", "hf", "hf_folder", "folder", "entrypoint", "reference", "bundle"}
     assert set(list_teachers()) == tested, "a new teacher adapter needs a test here"
 
 
@@ -182,3 +182,20 @@ def test_unknown_open_clip_name():
 
 def test_trust_remote_code_default_off():
     assert TeacherOptions().trust_remote_code is False
+
+
+def test_bundle_adapter_runs_the_exported_graphs(tmp_path):
+    """An export bundle loads as a model: its ONNX graphs give the torch model's embeddings."""
+    pytest.importorskip("onnxruntime")
+    from export import ExportConfig, export_model
+    from helpers import tiny_compact
+
+    m = tiny_compact()
+    export_model(m, "onnx", tmp_path / "b", ExportConfig())
+    b = load_teacher(str(tmp_path / "b"))
+    assert type(b).__name__ == "BundleEncoder" and b.embed_dim == 32
+    texts = ["a red star", "ein roter Stern", "赤い星"]
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(m.embed_texts(texts), dim=-1)
+        got = b.embed_texts(texts)
+    assert torch.allclose(ref, got, atol=1e-5)

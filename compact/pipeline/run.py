@@ -255,7 +255,7 @@ class Pipeline:
         for i, (name, model_spec) in enumerate(models.items()):
             if self.progress:
                 self.progress("eval", i, len(models), {"model": name})
-            rep = evaluate(load_teacher(model_spec), data, EvalConfig())
+            rep = evaluate(load_teacher(model_spec), data, EvalConfig(langs=tuple(self.r.langs)))
             rep["model"] = name
             atomic_write_text(folder / f"{name}.json", json.dumps(rep, indent=2))
             reports[name] = {k: rep[k] for k in ("zero_shot",)}

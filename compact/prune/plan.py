@@ -30,6 +30,9 @@ class PlanConfig:
     min_mlp_frac: float = 0.125  # per layer, of its FFN neurons
     min_layers: int = 1  # per tower
     min_width_frac: float = 0.5  # width pruning keeps at least this share of each tower's residual channels
+    # Stop at the per-layer minimums instead of failing when the target is out of reach (intermediate rounds of
+    # the iterative schedule, and the FLOPs/latency target search, which then measures the floor plan).
+    best_effort: bool = False
     prune_towers: tuple[str, ...] = ("vision", "text")
 
     def __post_init__(self) -> None:
@@ -117,7 +120,7 @@ def build_plan(model, scores: Scores, cfg: PlanConfig, vocab: Optional[list[int]
             kept_cost = (4 * W + len(keep_heads[(tower, i)]) * (4 * hd * W + 3 * hd) + W
                          + len(keep_mlp[(tower, i)]) * (2 * W + 1) + W)
             saved += kept_cost
-    if total - saved > budget:
+    if total - saved > budget and not cfg.best_effort:
         raise CompactError(
             f"cannot reach {cfg.keep_params:.0%} of the parameters ({budget:,}) with granularity "
             f"{', '.join(cfg.granularity)} and the per-layer minimums (best: {total - saved:,}); add 'layers', "

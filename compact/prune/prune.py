@@ -103,6 +103,7 @@ def run_prune(model_spec: str, cfg: PruneConfig, out: Path, overwrite: bool = Fa
     report: dict = {"model": model_spec, "config": asdict(cfg), "vocab": vocab_report, "removed": {}}
     n_iter = cfg.iterations if cfg.schedule == "iterative" else 1
     current = model
+    searched = cfg.keep_flops is not None or cfg.target_latency_ms is not None  # keep found by bisection
     for it in range(n_iter):
         last = it == n_iter - 1
         step("score", it, n_iter)
@@ -117,7 +118,8 @@ def run_prune(model_spec: str, cfg: PruneConfig, out: Path, overwrite: bool = Fa
                                    fraction=(it + 1) / n_iter)
         keep_rel = min(1.0, keep_total * before_params / count_parameters(current))
         res = build_plan(current, scores, PlanConfig(keep_params=keep_rel, granularity=gran,
-                                                     prune_towers=tuple(cfg.prune_towers)),
+                                                     prune_towers=tuple(cfg.prune_towers),
+                                                     best_effort=not last or searched),
                          vocab if it == 0 else None)
         from compact.models.surgery import slice_model
 
@@ -170,7 +172,7 @@ def _resolve_keep(model, current, scores, cfg: PruneConfig, vocab, gran, fractio
 
     def candidate(keep_total: float):
         keep_rel = min(1.0, keep_total * base_params / cur_params)
-        plan = build_plan(current, scores, PlanConfig(keep_params=keep_rel, granularity=gran,
+        plan = build_plan(current, scores, PlanConfig(keep_params=keep_rel, granularity=gran, best_effort=True,
                                                       prune_towers=tuple(cfg.prune_towers)), vocab)
         return slice_model(current, plan.plan)
 
@@ -189,7 +191,7 @@ def _resolve_keep(model, current, scores, cfg: PruneConfig, vocab, gran, fractio
                            f"({'FLOPs' if cfg.keep_flops else 'latency'} goal {goal:.4g}); relax it")
     for _ in range(7):
         mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if meets(candidate(mid)) else (mid, hi)
+        lo, hi = (mid, hi) if meets(candidate(mid)) else (lo, mid)  # lo always meets the target
     return lo
 
 
