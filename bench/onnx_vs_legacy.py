@@ -103,6 +103,7 @@ def main(argv=None) -> None:
                     feeds = {"pixel_values": rng.standard_normal((bs, 3, 224, 224)).astype(np.float32)}
                 else:
                     ids = rng.integers(1, 49000, (bs, args.seq)).astype(np.int64)
+                    ids[:, 0], ids[:, -1] = 49406, 49407  # BOS ... EOS, as the tokenizer writes them
                     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
                 ya, yb = a.run(None, feeds)[0], b.run(None, feeds)[0]
                 cos = float((ya * yb).sum(-1).min())
