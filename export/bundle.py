@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch
+
 from compact.errors import CompactError
 from compact.utils.io import atomic_dir, atomic_write_text, check_output_dir
 from export.parity import (ParityResult, Samples, check_image, check_text, data_samples, reference_embeddings,
@@ -86,6 +88,7 @@ def export_model(model, target_name: str, out: Path, cfg: ExportConfig = ExportC
     check_output_dir(out, cfg.overwrite)
     source = source or (str(model) if isinstance(model, (str, Path)) else type(model).__name__)
     original = load_for_export(str(model)) if isinstance(model, (str, Path)) else model.eval()
+    _refuse_torch_quantized(original)
     prep = prepare(original)
     samples = samples or (data_samples(cfg.data) if cfg.data else reference_samples())
     min_cos = cfg.min_cosine if cfg.min_cosine is not None else target.min_cosine
@@ -173,6 +176,17 @@ def _shape_study(target, prep: Prepared, cfg: ExportConfig, bundle: Path, files:
                                "fixed_over_flexible": round(r.ratio_b_over_a, 4),
                                "ci95": [round(r.ratio_ci_low, 4), round(r.ratio_ci_high, 4)], "iters": r.a.n}
     return out
+
+
+def _refuse_torch_quantized(model) -> None:
+    """torch-runtime quantized models (torchao tensor subclasses, fp16/bf16 casts) are for torch; exporters
+    need the fp32 graph and quantize it their own way."""
+    odd = {type(p.data).__name__ for p in model.parameters()} - {"Tensor", "Parameter"}
+    dtypes = {p.dtype for p in model.parameters()} - {torch.float32}
+    if odd or dtypes:
+        raise CompactError(f"this model is quantized for the torch runtime ({', '.join(sorted(odd) or map(str, dtypes))} "
+                           "weights); export the fp32 model and quantize for the target instead: `compact quantize "
+                           "--runtime onnxruntime|openvino`, or `compact export coreml --coreml-weights int8`")
 
 
 def _fixed_shape_parity(run, tower, cfg, pixels, img_ref, texts, txt_refs, min_cos) -> ParityResult:

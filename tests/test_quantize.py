@@ -63,6 +63,12 @@ def _check_output(out, runtime, rep):
         got = torch.nn.functional.normalize(loaded.embed_texts(texts).float(), dim=-1)
     cos = (ref * got).sum(1)
     assert float(cos.min()) > 0.97
+    if runtime == "torch":  # a torch-runtime result is not an export input: a clear error, not a traceback
+        from export.bundle import ExportConfig, export_model
+
+        with pytest.raises(CompactError, match="quantized for the torch runtime"):
+            export_model(str(path), "onnx", out / "x", ExportConfig())
+        assert not (out / "x").exists()
     if runtime != "torch":
         manifest = json.loads((path / "manifest.json").read_text())
         assert manifest["quantization"] == rep["choice"]
