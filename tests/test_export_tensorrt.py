@@ -9,6 +9,7 @@ timing cache file), not TensorRT. The real-TensorRT tests skip unless `tensorrt`
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -71,7 +72,10 @@ def test_trt_onnx_passes_full_checker(bundle):
         onnx.checker.check_model(str(path), full_check=True)
         entry = _entry(manifest, path.name)
         assert entry["checker"] == "onnx.checker full_check passed"
-        assert entry["constant_folding"].startswith("onnx-graphsurgeon")
+        if importlib.util.find_spec("onnx_graphsurgeon") is not None:  # in the trt-tools extra
+            assert entry["constant_folding"].startswith("onnx-graphsurgeon")
+        else:
+            assert "not installed" in entry["constant_folding"]
         meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
         assert json.loads(meta["compact.trt_profiles"]) == manifest["tensorrt"]["profiles"][tower]
     assert _input_dims(out / "text.trt.onnx") == {"input_ids": ["batch", "seq"], "attention_mask": ["batch", "seq"]}
