@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from compact.models.compact_clip import CompactCLIP
 from compact.models.config import ModelConfig, TextConfig, VisionConfig
 from compact.models.tokenizer import ByteTokenizer
@@ -41,3 +43,31 @@ def hf_tiny_clip(folder):
     CLIPModel(cfg).save_pretrained(folder)
     clip_bpe_hf_tokenizer().save_pretrained(folder)
     return folder
+
+
+def only_packages_env(tmp_path, packages: list[str]):
+    """A Python whose importable third-party packages are exactly `packages`, symlinked from this venv into a fresh
+    venv (no pip, no network) through one .pth file; torch, compact and everything else cannot import. Namespace
+    packages (`google` of protobuf) have no origin: their folder is linked."""
+    import importlib.util
+    import venv
+
+    env = tmp_path / "env"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(env)
+    site = next((env / "lib").glob("python*/site-packages"))
+    only = tmp_path / "only"
+    only.mkdir()
+    for name in packages:
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            continue
+        if spec.origin in (None, "namespace"):
+            src = Path(list(spec.submodule_search_locations)[0])
+        else:
+            src = Path(spec.origin).parent if spec.submodule_search_locations else Path(spec.origin)
+        (only / src.name).symlink_to(src)
+        libs = src.parent / f"{name}.libs"  # wheels that vendor shared libraries (numpy.libs)
+        if libs.is_dir():
+            (only / libs.name).symlink_to(libs)
+    (site / "only.pth").write_text(str(only) + "\n")
+    return env / "bin" / "python"

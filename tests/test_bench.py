@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from bench.harness import TimingConfig, compare_callables, median_ci, percentile, time_callable
 from bench.runtimes import RuntimeConfig, get_runtime, list_runtimes
 from compact.errors import CompactError
+from helpers import only_packages_env
 
 QUICK = TimingConfig(warmup=1, min_iters=5, max_iters=20, max_seconds=0.2)
 
@@ -193,32 +194,6 @@ def test_pareto_frontier_and_accuracy(tmp_path):
         read_accuracy(["nonsense"])
 
 
-def _only_packages_env(tmp_path: Path, packages: list[str]) -> Path:
-    """A Python whose importable third-party packages are exactly `packages`, symlinked from this venv into a fresh
-    venv (no pip, no network) through one .pth file. Copied from tests/test_export.py, plus namespace packages
-    (`google`), whose spec has no origin."""
-    import importlib.util
-    import venv
-
-    env = tmp_path / "env"
-    venv.EnvBuilder(with_pip=False, symlinks=True).create(env)
-    site = next((env / "lib").glob("python*/site-packages"))
-    only = tmp_path / "only"
-    only.mkdir()
-    for name in packages:
-        spec = importlib.util.find_spec(name)
-        if spec is None:
-            continue
-        if spec.origin in (None, "namespace"):
-            src = Path(list(spec.submodule_search_locations)[0])
-        else:
-            src = Path(spec.origin).parent if spec.submodule_search_locations else Path(spec.origin)
-        (only / src.name).symlink_to(src)
-        libs = src.parent / f"{name}.libs"  # wheels that vendor shared libraries (numpy.libs)
-        if libs.is_dir():
-            (only / libs.name).symlink_to(libs)
-    (site / "only.pth").write_text(str(only) + "\n")
-    return env / "bin" / "python"
 
 
 # CLI.
@@ -300,7 +275,7 @@ def test_device_bundle_runs_with_only_onnxruntime_and_numpy_and_merges(bundles, 
     res = _invoke("bundle", onnx, "-o", dev, "--batch", "1,2")
     assert res.exit_code == 0, res.output
     assert (dev / "README.md").read_text().count("python bench_runner.py --runtime onnxruntime") >= 1
-    py = _only_packages_env(tmp_path, ["onnxruntime", "numpy", "flatbuffers", "packaging", "google", "coloredlogs",
+    py = only_packages_env(tmp_path, ["onnxruntime", "numpy", "flatbuffers", "packaging", "google", "coloredlogs",
                                        "humanfriendly", "sympy", "mpmath"])
     check = "import importlib.util as u; assert not any(u.find_spec(m) for m in ('torch', 'compact', 'bench'))"
     subprocess.run([str(py), "-c", check], check=True, env={"PATH": os.environ["PATH"]}, cwd=tmp_path)

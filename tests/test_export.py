@@ -18,7 +18,7 @@ from compact.cli.main import cli
 from compact.errors import CompactError, MissingExtraError
 from export.bundle import ExportConfig, ParityError, export_model, read_manifest
 from export.targets import TARGETS, list_targets
-from helpers import hf_tiny_clip, tiny_compact
+from helpers import hf_tiny_clip, only_packages_env, tiny_compact
 
 LANGS = {"en", "de", "fr", "es", "ru", "zh", "ja", "ar"}
 
@@ -119,27 +119,6 @@ def test_fixed_against_flexible_shapes_in_the_manifest(target, tmp_path):
         assert v["ci95"][0] <= v["fixed_over_flexible"] <= v["ci95"][1]
 
 
-def _only_packages_env(tmp_path: Path, packages: list[str]) -> Path:
-    """A Python whose importable third-party packages are exactly `packages` (symlinked from this venv): a
-    fresh venv without pip plus one .pth file. No network needed, and torch / compact / tokenizers cannot import."""
-    import importlib.util
-    import venv
-
-    env = tmp_path / "env"
-    venv.EnvBuilder(with_pip=False, symlinks=True).create(env)
-    site = next((env / "lib").glob("python*/site-packages"))
-    only = tmp_path / "only"
-    only.mkdir()
-    for name in packages:
-        spec = importlib.util.find_spec(name)
-        # Packages (namespace packages too, e.g. google/ of protobuf) link their folder; modules their file.
-        src = Path(list(spec.submodule_search_locations)[0]) if spec.submodule_search_locations else Path(spec.origin)
-        (only / src.name).symlink_to(src)
-        libs = src.parent / f"{name}.libs"  # wheels that vendor shared libraries (numpy.libs)
-        if libs.is_dir():
-            (only / libs.name).symlink_to(libs)
-    (site / "only.pth").write_text(str(only) + "\n")
-    return env / "bin" / "python"
 
 
 RUNNER = r"""
@@ -181,7 +160,7 @@ def test_bundle_runs_with_only_onnxruntime_and_numpy(tmp_path):
     pixels = np.stack([np.asarray(im.resize((size, size))) for im in reference_samples(2, 1).images])
     np.save(tmp_path / "pixels.npy", pixels)
     # onnxruntime and numpy, plus onnxruntime's own install requirements.
-    py = _only_packages_env(tmp_path, ["onnxruntime", "numpy", "flatbuffers", "packaging", "google"])
+    py = only_packages_env(tmp_path, ["onnxruntime", "numpy", "flatbuffers", "packaging", "google"])
     subprocess.run([str(py), "-c", RUNNER, str(out), json.dumps(TEXTS), str(tmp_path / "pixels.npy"),
                     str(tmp_path / "t.npy"), str(tmp_path / "i.npy")], check=True, env={"PATH": os.environ["PATH"]},
                    cwd=tmp_path)

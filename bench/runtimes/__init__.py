@@ -24,7 +24,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from compact.errors import CompactError, MissingExtraError
+from compact.errors import CompactError
+from compact.utils.extras import NeedsPackages
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ class RuntimeConfig:
     precision_hint: str = "f32"  # openvino: INFERENCE_PRECISION_HINT (this CPU would pick bf16 by default)
 
 
-class BenchRuntime:
+class BenchRuntime(NeedsPackages):
+    kind = "benchmark runtime"
     name: str = ""
     description: str = ""
     packages: tuple[str, ...] = ()  # importable modules it needs
@@ -47,18 +49,9 @@ class BenchRuntime:
     device: str = "cpu"  # what the result file name says it ran on
 
     # availability
-    def missing(self) -> Optional[str]:
-        """None when usable here, else why not (the missing package and its extra, the platform, ...)."""
-        for pkg in self.packages:
-            if importlib.util.find_spec(pkg) is None:
-                return f"{pkg} is not installed (pip install 'compact-clip[{self.extra}]')"
-        return None
-
     def require(self) -> None:
-        for pkg in self.packages:
-            if importlib.util.find_spec(pkg) is None:
-                raise MissingExtraError(pkg, self.extra, f"the {self.name} benchmark runtime")
-        why = self.missing()
+        super().require()  # a missing package names its extra
+        why = self.missing()  # subclasses add platform / execution-provider reasons
         if why:
             raise CompactError(f"runtime {self.name} cannot run here: {why}")
 

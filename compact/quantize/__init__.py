@@ -9,14 +9,14 @@ latency side by side) and, in auto mode, keeps the fastest one that passes, per 
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
-from compact.errors import CompactError, MissingExtraError
+from compact.errors import CompactError
+from compact.utils.extras import NeedsPackages
 
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
 RUNTIMES = ("onnxruntime", "openvino", "torch", "coreml", "tensorrt")
@@ -34,7 +34,7 @@ class Candidate:
     timed_runner: Optional[Runner] = None  # torch.compile'd variant used for latency (torchao); else `runner`
 
 
-class QuantMethod:
+class QuantMethod(NeedsPackages):
     """One quantization method. `runtime` is where its result runs; `packages`/`extra` what it needs."""
 
     name: str = ""
@@ -42,17 +42,7 @@ class QuantMethod:
     packages: tuple[str, ...] = ()
     extra: str = ""
     description: str = ""
-
-    def missing(self) -> Optional[str]:
-        for pkg in self.packages:
-            if importlib.util.find_spec(pkg) is None:
-                return f"{pkg} is not installed (pip install 'compact-clip[{self.extra}]')"
-        return None
-
-    def require(self) -> None:
-        for pkg in self.packages:
-            if importlib.util.find_spec(pkg) is None:
-                raise MissingExtraError(pkg, self.extra, f"the {self.name} quantization method")
+    kind = "quantization method"
 
     def quantize(self, ctx, tower: str) -> Candidate:
         """Quantize `tower` ("image" | "text") of the fp32 model in `ctx` (a `run.QuantContext`)."""

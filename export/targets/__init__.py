@@ -6,14 +6,13 @@ for the parity check. Targets whose package is missing raise `MissingExtraError`
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
-from compact.errors import MissingExtraError
+from compact.utils.extras import NeedsPackages
 from export.towers import Tower
 
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -30,25 +29,14 @@ class Artifact:
     companions: list[str] = field(default_factory=list)  # files the artifact needs beside it (IR weights, ...)
 
 
-class ExportTarget:
+class ExportTarget(NeedsPackages):
+    kind = "export target"
     name: str = ""
     description: str = ""
     packages: tuple[str, ...] = ()  # importable module names the target needs
     extra: str = ""  # the pip extra that installs them
     # Parity is checked on the target's own runtime when `runner` returns one; the export fails below these.
     min_cosine: float = 0.999
-
-    def missing(self) -> Optional[str]:
-        """None when usable here, else the reason (the missing package and its extra)."""
-        for pkg in self.packages:
-            if importlib.util.find_spec(pkg) is None:
-                return f"{pkg} is not installed (pip install 'compact-clip[{self.extra}]')"
-        return None
-
-    def require(self) -> None:
-        for pkg in self.packages:
-            if importlib.util.find_spec(pkg) is None:
-                raise MissingExtraError(pkg, self.extra, f"the {self.name} export target")
 
     def export(self, tower: Tower, out: Path, cfg) -> list[Artifact]:
         raise NotImplementedError
