@@ -24,7 +24,6 @@ from compact.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-STAGES = ("reference", "distill", "prune", "quantize", "export", "eval", "bench", "report")
 STAGE_FILE = "stage.json"
 PIPELINE_FILE = "pipeline.json"
 FORMAT_VERSION = 1
