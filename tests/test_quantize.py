@@ -33,11 +33,17 @@ def _usable(name):
 FLOOR = {"fp16_cast": 0.9999, "bf16_cast": 0.999, "openvino_bf16": 0.999}
 
 
+# Methods that train need training data: QAT distils on the quick reference for a few steps.
+TRAINING = {"torchao_qat_int8": dict(qat_steps=10, qat_batch=32, qat_data="reference-quick")}
+
+
 @pytest.mark.parametrize("name", list_methods())
-def test_every_method(name, tmp_path):
+def test_every_method(name, tmp_path, request):
     _usable(name)
     m = METHODS[name]
-    cfg = QuantizeConfig(runtime=m.runtime, methods=(name,), force=True, **FAST)
+    if name in TRAINING:
+        request.getfixturevalue("quick_reference")
+    cfg = QuantizeConfig(runtime=m.runtime, methods=(name,), force=True, **FAST, **TRAINING.get(name, {}))
     rep = run_quantize(tiny_compact(), cfg, tmp_path / "q")
     rows = [r for r in rep["candidates"] if r["method"] == name]
     assert {r["tower"] for r in rows} == {"image", "text"}
@@ -179,3 +185,63 @@ def test_missing_package_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(CompactError, match=r"compact-clip\[nncf\]"):
         run_quantize(tiny_compact(), QuantizeConfig(runtime="openvino", methods=("nncf_openvino",), **FAST),
                      tmp_path / "q")
+
+
+def test_qat_recovery_retrains_the_tower_and_reloads(quick_reference, tmp_path):
+    """torchao QAT: fake-quantized Linear layers are distilled (the loss falls), converted, and the written model
+    carries the retrained text weights (the image tower untouched) with int8 re-applied at load."""
+    _usable("torchao_qat_int8")
+    from torchao.utils import TorchAOBaseTensor
+
+    from compact.models.folder import load_model
+
+    model = tiny_compact()
+    cfg = QuantizeConfig(runtime="torch", methods=("torchao_qat_int8",), towers=("text",), force=True,
+                         qat_steps=40, qat_batch=32, qat_lr=1e-3, qat_data="reference-quick", **FAST)
+    rep = run_quantize(model, cfg, tmp_path / "q")
+    (row,) = rep["candidates"]
+    qat = row["details"]["qat"]
+    assert qat["fake_quantized_linear"] == sum(isinstance(m, torch.nn.Linear) for m in model.text.modules())
+    assert qat["loss_last"] < qat["loss_first"], qat
+    assert row["cosine_mean"] > 0.9 and row["sqnr_db"] > 5, row
+    loaded = load_model(tmp_path / "q" / "model")
+    assert isinstance(loaded.text.blocks[0].fc1.weight, TorchAOBaseTensor)  # int8 re-applied from quantization.json
+    assert not isinstance(loaded.visual.blocks[0].fc1.weight, TorchAOBaseTensor)
+    for (n, a), b in zip(model.visual.state_dict().items(), loaded.visual.state_dict().values()):
+        assert torch.equal(a, b), n
+    from safetensors.torch import load_file
+
+    saved = load_file(str(next((tmp_path / "q" / "model").glob("*.safetensors"))))
+    linear = [n for n, m in model.text.named_modules() if isinstance(m, torch.nn.Linear)]
+    changed = [n for n in linear if not torch.equal(model.text.get_submodule(n).weight, saved[f"text.{n}.weight"])]
+    assert changed == linear, "QAT left some text weights untouched"
+    texts = ["a red star", "ein roter Stern", "赤い星"]
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(model.embed_texts(texts), dim=-1)
+        got = torch.nn.functional.normalize(loaded.embed_texts(texts).float(), dim=-1)
+    assert float((ref * got).sum(1).min()) > 0.9
+
+
+def test_trt_placement_is_symmetric_int8_on_gemm_inputs(tmp_path):
+    """The TensorRT QDQ graph has zero points of 0 and Q/DQ on GEMM inputs; ORT's CPU QDQ (uint8, asymmetric)
+    does not, which is why TensorRT gets its own methods."""
+    _usable("trt_ort_qdq")
+    from compact.quantize.trt import placement
+
+    keep = dict(FAST)
+    cfg = QuantizeConfig(runtime="tensorrt", methods=("trt_ort_qdq",), force=True, towers=("image",), **keep)
+    rep = run_quantize(tiny_compact(), cfg, tmp_path / "trt")
+    (row,) = rep["candidates"]
+    p = row["details"]["placement"]
+    assert p["trt_symmetric"] and p["asymmetric_zero_points"] == 0 and p["zero_point_dtypes"] == ["int8"]
+    assert p["gemms_int8"] >= p["gemms"] - 2 > 0  # every weight GEMM; at most the two attention matmuls left
+    assert "TensorRT" in row["details"]["latency_on"]
+    manifest = json.loads((tmp_path / "trt" / "bundle" / "manifest.json").read_text())
+    image = next(f for f in manifest["files"] if f["tower"] == "image")
+    script = (tmp_path / "trt" / "bundle" / "build_engine.sh").read_text()
+    assert f"--onnx={image['path']}" in script and "--stronglyTyped" in script  # the int8 graph, explicit QDQ
+    cfg = QuantizeConfig(runtime="onnxruntime", methods=("ort_static_qdq",), force=True, towers=("image",), **keep)
+    run_quantize(tiny_compact(), cfg, tmp_path / "ort")
+    ort_manifest = json.loads((tmp_path / "ort" / "bundle" / "manifest.json").read_text())
+    ort_image = next(f for f in ort_manifest["files"] if f["tower"] == "image")
+    assert not placement(tmp_path / "ort" / "bundle" / ort_image["path"])["trt_symmetric"]

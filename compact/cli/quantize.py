@@ -14,7 +14,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.command("quantize", context_settings=CONTEXT)
 @click.argument("model", required=False)
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--runtime", type=click.Choice(["onnxruntime", "openvino", "torch"]), default="onnxruntime",
+@click.option("--runtime", type=click.Choice(["onnxruntime", "openvino", "torch", "tensorrt"]), default="onnxruntime",
               show_default=True, help="Where the quantized model runs (and is timed).")
 @click.option("--method", "methods", multiple=True, help="A method to apply (repeatable); see --list.")
 @click.option("--auto", is_flag=True, help="Try every method of the runtime; keep the fastest passing one per tower.")
@@ -23,23 +23,29 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--calib-images", type=int, default=64, show_default=True)
 @click.option("--eval-data", default="reference:val", show_default=True,
               help="Per-language zero-shot/retrieval deltas on this data ('' to skip).")
-@click.option("--eval-limit", type=int, default=500, show_default=True)
+@click.option("--eval-limit", type=int, default=1000, show_default=True,
+              help="Images of --eval-data for the gate (1000: the whole reference val split).")
 @click.option("--max-drop", type=float, default=1.0, show_default=True, help="Gate: max drop in points, any language.")
 @click.option("--min-cosine", type=float, default=0.99, show_default=True, help="Gate: min mean cosine vs fp32.")
 @click.option("--force", is_flag=True, help="Write the result even if it breaches the gate.")
 @click.option("--threads", type=int, default=None, help="Threads for the runtimes while timing.")
+@click.option("--qat-steps", type=int, default=None,
+              help="torch runtime: QAT recovery steps per tower (torchao_qat_int8); with --auto, also tries QAT.")
+@click.option("--qat-data", default=None, help="Images + captions for QAT (default: the reference train split).")
+@click.option("--qat-lr", type=float, default=1e-4, show_default=True)
+@click.option("--qat-batch", type=int, default=128, show_default=True)
 @click.option("--list", "list_only", is_flag=True, help="List the methods and exit.")
 @click.option("--overwrite", is_flag=True)
 def quantize(model, out, runtime, methods, auto, towers, calib, calib_images, eval_data, eval_limit, max_drop,
-             min_cosine, force, threads, list_only, overwrite) -> None:
+             min_cosine, force, threads, qat_steps, qat_data, qat_lr, qat_batch, list_only, overwrite) -> None:
     """Quantize MODEL for a runtime, gated per tower and per language against fp32.
 
     \b
     Examples:
       compact quantize runs/student -o runs/student-int8 --runtime onnxruntime --auto
       compact quantize runs/student -o runs/student-ov --runtime openvino --method nncf_openvino
+      compact quantize runs/student -o runs/student-qat --runtime torch --method torchao_qat_int8 --qat-steps 300
     Core ML weight quantization / palettization is applied at export: compact export coreml --coreml-weights.
-    Not built yet: torchao QAT recovery and TensorRT QDQ placement (use ort_static_qdq graphs with trtexec).
     """
     from compact.errors import CompactError
     from compact.quantize import METHODS, list_methods
@@ -59,7 +65,8 @@ def quantize(model, out, runtime, methods, auto, towers, calib, calib_images, ev
     cfg = QuantizeConfig(runtime=runtime, methods=tuple(methods) or None, auto=auto,
                          towers=tuple(t.strip() for t in towers.split(",") if t.strip()), calib=calib,
                          calib_images=calib_images, eval_data=eval_data or None, eval_limit=eval_limit,
-                         max_drop=max_drop, min_cosine=min_cosine, force=force, threads=threads, overwrite=overwrite)
+                         max_drop=max_drop, min_cosine=min_cosine, force=force, threads=threads, overwrite=overwrite,
+                         qat_steps=qat_steps, qat_data=qat_data, qat_lr=qat_lr, qat_batch=qat_batch)
     with stage_bars() as bars:
         rep = run_quantize(model, cfg, out, progress=bars.simple)
     _print_report(rep)

@@ -32,6 +32,7 @@ class Candidate:
     details: dict = field(default_factory=dict)
     module: object = None  # torch candidates: the quantized module (saved through its config, not pickled)
     timed_runner: Optional[Runner] = None  # torch.compile'd variant used for latency (torchao); else `runner`
+    tower_state: Optional[dict] = None  # torch candidates that retrained the tower (QAT): its new fp32 weights
 
 
 class QuantMethod(NeedsPackages):
@@ -43,6 +44,7 @@ class QuantMethod(NeedsPackages):
     extra: str = ""
     description: str = ""
     kind = "quantization method"
+    needs_opt_in: str = ""  # e.g. "--qat-steps N": auto mode tries the method only when the user passed this
 
     def quantize(self, ctx, tower: str) -> Candidate:
         """Quantize `tower` ("image" | "text") of the fp32 model in `ctx` (a `run.QuantContext`)."""

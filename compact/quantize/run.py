@@ -55,6 +55,12 @@ class QuantizeConfig:
     timing_seconds: float = 10.0
     overwrite: bool = False
     method_options: dict = field(default_factory=dict)
+    # QAT recovery (torchao_qat_int8): distillation steps per tower; None: auto mode skips QAT, an explicitly
+    # named QAT method uses its default.
+    qat_steps: Optional[int] = None
+    qat_batch: int = 128
+    qat_lr: float = 1e-4
+    qat_data: Optional[str] = None  # training images + captions; None: the reference train split
     name: Optional[str] = None  # display name written into the output bundle's manifest
 
     def __post_init__(self) -> None:
@@ -69,6 +75,8 @@ class QuantizeConfig:
             raise CompactError("--max-drop must be >= 0 and --min-cosine in (0, 1]")
         if self.latency_batch <= 0 or self.calib_images <= 0 or self.calib_texts_per_lang <= 0:
             raise CompactError("batch and calibration sizes must be positive")
+        if (self.qat_steps is not None and self.qat_steps <= 0) or self.qat_batch <= 0 or self.qat_lr <= 0:
+            raise CompactError("--qat-steps, the QAT batch and the QAT learning rate must be positive")
 
 
 class RunnerEncoder(DualEncoder):
@@ -118,6 +126,7 @@ class QuantContext:
     fp32_bundle: Optional[Path] = None  # the runtime's fp32 export bundle (onnx / openvino / tensorrt)
     fp32_runners: dict[str, Runner] = field(default_factory=dict)
     compiled_fp32: dict[str, Runner] = field(default_factory=dict)  # torch.compile'd fp32 towers, for fair timing
+    progress: Optional[Progress] = None
 
     def fp32_file(self, tower: str) -> Path:
         from export.bundle import read_manifest
@@ -179,6 +188,30 @@ def _measure_latency(ctx: QuantContext, tower: str, fp32: Runner, cand: Runner) 
             "converged": r.converged}
 
 
+def _trt_engines_here() -> bool:
+    from export.trt_engine import engine_support
+
+    return engine_support()[0]
+
+
+def _trt_engine(ctx: QuantContext, onnx_path: Path, tower: str, precision: str) -> Runner:
+    from export.targets.tensorrt import read_trt_metadata
+    from export.trt_engine import TrtRunner, build_engine
+
+    profiles = read_trt_metadata(ctx.fp32_file(tower))["profiles"]  # quantizers may drop the metadata
+    engine = ctx.work / f"{Path(onnx_path).stem}.{precision}.engine"
+    build_engine(Path(onnx_path), engine, profiles, precision=precision,
+                 timing_cache=ctx.work / "timing.cache")
+    return TrtRunner(engine)
+
+
+def _trt_fp32_engine(ctx: QuantContext, tower: str) -> Runner:
+    key = f"trt:{tower}"
+    if key not in ctx.compiled_fp32:
+        ctx.compiled_fp32[key] = _trt_engine(ctx, ctx.fp32_file(tower), tower, "fp32")
+    return ctx.compiled_fp32[key]
+
+
 def _compiled_fp32(ctx: QuantContext, tower: str) -> Runner:
     if tower not in ctx.compiled_fp32:
         ctx.compiled_fp32[tower] = torch_runner(torch.compile(ctx.towers[tower].module, dynamic=False))
@@ -209,6 +242,8 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
         why = m.missing()
         if why and not cfg.auto:
             m.require()
+        if not why and cfg.auto and not cfg.methods and m.needs_opt_in and cfg.qat_steps is None:
+            why = f"auto mode tries it only when asked: pass {m.needs_opt_in}"
         if why:
             skipped[m.name] = why
         else:
@@ -227,7 +262,7 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
             progress("calibration", 0, 1)
         calib = calibration_set(base, cfg.calib, cfg.calib_images, cfg.calib_texts_per_lang)
         gate = calibration_set(base, None, 32, 16, seed=1)  # held out: other scenes than calibration
-        ctx = QuantContext(cfg, base, tws, calib, work)
+        ctx = QuantContext(cfg, base, tws, calib, work, progress=progress)
         if cfg.runtime in BASE_TARGET:
             ctx.fp32_bundle = work / "fp32"
             export_model(base, BASE_TARGET[cfg.runtime], ctx.fp32_bundle, ExportConfig(), source=source)
@@ -271,8 +306,14 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
                 if cand.timed_runner is not None:  # compiled candidate: time it against compiled fp32
                     row["latency"] = _measure_latency(ctx, tower, _compiled_fp32(ctx, tower), cand.timed_runner)
                     row["latency"]["compiled"] = True
+                elif cfg.runtime == "tensorrt" and _trt_engines_here():
+                    row["latency"] = _measure_latency(ctx, tower, _trt_fp32_engine(ctx, tower),
+                                                      _trt_engine(ctx, cand.files[0], tower, "int8"))
+                    row["latency"]["runtime"] = "tensorrt"
                 else:
                     row["latency"] = _measure_latency(ctx, tower, ctx.fp32_runners[tower], cand.runner)
+                    if cfg.runtime == "tensorrt":  # a QDQ graph on ORT CPU says nothing about TensorRT speed
+                        row["latency"]["runtime"] = "onnxruntime-cpu (not TensorRT: it does not run here)"
                 fails = _gate_failures(row, cfg)
                 row["passed"] = not fails
                 if fails:
@@ -292,6 +333,27 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
         final = {"choice": choice}
         if base_eval is not None and any(v != "fp32" for v in choice.values()):
             final["eval"] = eval_deltas(base_eval, evaluate(RunnerEncoder(base, final_runners), eval_data, EvalConfig()))
+            if cfg.auto and final["eval"]["max_drop"] > cfg.max_drop and len(
+                    [t for t, m in choice.items() if m != "fp32"]) > 1:
+                # Each tower passed alone but together they drop too much: keep the one tower that passes
+                # together with fp32 and saves the most time.
+                tried = []
+                quantized = [t for t in choice if choice[t] != "fp32"]
+                for tower in sorted(quantized, key=lambda t: -_speedup(candidates, t, choice[t])):
+                    alone = {t: (m if t == tower else "fp32") for t, m in choice.items()}
+                    runners = dict(ctx.fp32_runners)
+                    runners[tower] = kept[f"{choice[tower]}:{tower}"].runner
+                    ev = eval_deltas(base_eval, evaluate(RunnerEncoder(base, runners), eval_data, EvalConfig()))
+                    tried.append({"choice": alone, "max_drop": ev["max_drop"]})
+                    if ev["max_drop"] <= cfg.max_drop:
+                        final = {"choice": alone, "eval": ev, "combined_fallback": {
+                            "both": {"choice": choice, "max_drop": final["eval"]["max_drop"]}, "tried": tried}}
+                        choice = alone
+                        break
+                else:  # no tower passes together with fp32 either: auto keeps fp32
+                    fallback = {"both": {"choice": choice, "max_drop": final["eval"]["max_drop"]}, "tried": tried}
+                    choice = {t: "fp32" for t in choice}
+                    final = {"choice": choice, "combined_fallback": fallback}
         breaches = [f"{r['method']} on {r['tower']}: {', '.join(r['failed'])}" for r in candidates
                     if r.get("failed") and choice.get(r["tower"]) == r["method"]]
         if final.get("eval") and final["eval"]["max_drop"] > cfg.max_drop:
@@ -319,6 +381,11 @@ class GateError(CompactError):
     """The quantized result breaches --max-drop / --min-cosine (report written, model not)."""
 
 
+def _speedup(candidates: list[dict], tower: str, method: str) -> float:
+    row = next((r for r in candidates if r["tower"] == tower and r["method"] == method and "latency" in r), None)
+    return row["latency"]["speedup"] if row else 1.0
+
+
 def _gate_failures(row: dict, cfg: QuantizeConfig) -> list[str]:
     fails = []
     if row["cosine_mean"] < cfg.min_cosine:
@@ -335,7 +402,11 @@ def _choose(candidates: list[dict], cfg: QuantizeConfig) -> dict[str, str]:
     choice = {}
     for tower in cfg.towers:
         rows = [r for r in candidates if r["tower"] == tower and "latency" in r]
-        if cfg.auto:
+        if cfg.auto and cfg.runtime == "tensorrt" and not any(r["latency"].get("runtime") == "tensorrt" for r in rows):
+            # No TensorRT here to time the engines: of the passing graphs keep the most accurate one (SQNR).
+            ok = [r for r in rows if r["passed"]]
+            choice[tower] = max(ok, key=lambda r: r["sqnr_db"])["method"] if ok else "fp32"
+        elif cfg.auto:
             ok = [r for r in rows if r["passed"] and r["latency"]["speedup"] > 1.0]
             choice[tower] = max(ok, key=lambda r: r["latency"]["speedup"])["method"] if ok else "fp32"
         else:
@@ -350,7 +421,16 @@ def _write_output(ctx: QuantContext, choice: dict, kept: dict, candidates: list[
         from compact.models.folder import save_model
         from compact.quantize.torch_load import QUANT_FILE
 
-        save_model(ctx.model, tmp / "model")
+        model = ctx.model
+        retrained = {t: kept[f"{m}:{t}"].tower_state for t, m in choice.items()
+                     if m != "fp32" and kept[f"{m}:{t}"].tower_state is not None}
+        if retrained:  # QAT changed these towers' weights: save those, quantization.json re-applies int8
+            import copy
+
+            model = copy.deepcopy(ctx.model)
+            for t, state in retrained.items():
+                (model.visual if t == "image" else model.text).load_state_dict(state)
+        save_model(model, tmp / "model")
         (tmp / "model" / QUANT_FILE).write_text(json.dumps(
             {t: {"method": m, **kept[f"{m}:{t}"].details.get("config", {})} for t, m in choice.items() if m != "fp32"},
             indent=2))
@@ -390,6 +470,12 @@ def _write_output(ctx: QuantContext, choice: dict, kept: dict, candidates: list[
         files.append(entry)
     manifest["files"] = files
     manifest["quantization"] = {t: m for t, m in choice.items()}
+    if ctx.cfg.runtime == "tensorrt":  # build_engine.sh and the profiles must name the quantized graphs
+        from export.bundle import ExportConfig
+        from export.targets import Artifact, get_target
+
+        manifest.update(get_target("tensorrt").finalize(
+            bundle, [Artifact(f["path"], f["tower"], f.get("precision", "fp32")) for f in files], ExportConfig()))
     if ctx.cfg.name:
         manifest["name"] = ctx.cfg.name
     (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))

@@ -14,16 +14,21 @@ class NncfOpenVino(QuantMethod):
     description = "nncf.quantize on the OpenVINO IR, ModelType.TRANSFORMER, per-language calibration"
 
     def quantize(self, ctx, tower: str) -> Candidate:
-        import nncf
-        import openvino as ov
-
         from export.targets.openvino import compile_ir, compiled_runner
 
-        feeds = ctx.calib.feeds(tower)
-        model = ov.Core().read_model(str(ctx.fp32_file(tower)))
-        q = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds))
         dst = ctx.work / f"{tower}.{self.name}.xml"
-        ov.save_model(q, str(dst))
+        details = quantize_ir(ctx, tower, dst)
         run = compiled_runner(compile_ir(dst, "f32", ctx.threads()))
-        return Candidate(self.name, tower, run, "int8", [dst, dst.with_suffix(".bin")],
-                         {"model_type": "TRANSFORMER", "calibration_batches": len(feeds)})
+        return Candidate(self.name, tower, run, "int8", [dst, dst.with_suffix(".bin")], details)
+
+
+def quantize_ir(ctx, tower: str, dst) -> dict:
+    """nncf.quantize the tower's fp32 IR with the per-language calibration feeds; save the int8 IR at `dst`."""
+    import nncf
+    import openvino as ov
+
+    feeds = ctx.calib.feeds(tower)
+    model = ov.Core().read_model(str(ctx.fp32_file(tower)))
+    q = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds))
+    ov.save_model(q, str(dst))
+    return {"model_type": "TRANSFORMER", "calibration_batches": len(feeds)}

@@ -1,0 +1,50 @@
+"""TensorRT explicit quantization through onnxruntime's quantize_static: QDQ format, symmetric int8 activations
+and weights (TensorRT needs zero point 0), per-channel weights, Q/DQ only on the inputs of MatMul/Gemm/Conv
+(where TensorRT fuses them), on the TRT-ready ONNX of `compact export tensorrt`."""
+
+from __future__ import annotations
+
+from compact.quantize import Candidate, QuantMethod, register_method
+
+
+@register_method
+class TrtOrtQDQ(QuantMethod):
+    name = "trt_ort_qdq"
+    runtime = "tensorrt"
+    packages = ("onnxruntime",)
+    extra = "onnx"
+    description = "TensorRT QDQ via onnxruntime quantize_static: symmetric int8, per-channel, GEMM inputs only"
+    op_types = ("MatMul", "Gemm", "Conv")
+
+    def quantize(self, ctx, tower: str) -> Candidate:
+        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                              quantize_static)
+
+        from compact.quantize.trt import carry_metadata, placement, trt_latency_note
+        from export.targets.onnx import ort_session, session_runner
+
+        feeds = ctx.calib.feeds(tower)
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.it = iter(feeds)
+
+            def get_next(self):
+                return next(self.it, None)
+
+        src = ctx.fp32_file(tower)
+        dst = ctx.work / f"{tower}.{self.name}.trt.onnx"
+        op_types = list(ctx.cfg.method_options.get("op_types", self.op_types))
+        # No quant_pre_process: it would rewrite the TRT-ready graph (folded, profile-checked) that export made.
+        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        op_types_to_quantize=op_types, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                       "QDQKeepRemovableActivations": False,
+                                       # int32 bias Q/DQ: TensorRT takes int8 Q/DQ only; it fuses the bias itself
+                                       "QuantizeBias": False})
+        carry_metadata(src, dst)
+        run = session_runner(ort_session(dst, ctx.threads()))
+        return Candidate(self.name, tower, run, "int8", [dst],
+                         {"op_types": op_types, "calibration_batches": len(feeds), "format": "QDQ",
+                          "placement": placement(dst), "latency_on": trt_latency_note()})
