@@ -78,7 +78,8 @@ def _print_report(rep: dict) -> None:
 
     table = Table(title=f"candidates on {rep['runtime']}")
     for col in ("tower", "method", "cos mean", "cos worst 1%", "SQNR dB", "max drop", "speedup", "pass"):
-        table.add_column(col, justify="right" if col not in ("tower", "method") else "left")
+        table.add_column(col, justify="right" if col not in ("tower", "method") else "left",
+                         no_wrap=col == "method", min_width=22 if col == "method" else None)
     for r in rep["candidates"]:
         if "error" in r:
             table.add_row(r["tower"], r["method"], "-", "-", "-", "-", "-", "error")

@@ -339,7 +339,8 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
                 # together with fp32 and saves the most time.
                 tried = []
                 quantized = [t for t in choice if choice[t] != "fp32"]
-                for tower in sorted(quantized, key=lambda t: -_speedup(candidates, t, choice[t])):
+                by_sqnr = cfg.runtime == "tensorrt" and not _trt_engines_here()  # as _choose: no TRT timing here
+                for tower in sorted(quantized, key=lambda t: -_rank(candidates, t, choice[t], by_sqnr)):
                     alone = {t: (m if t == tower else "fp32") for t, m in choice.items()}
                     runners = dict(ctx.fp32_runners)
                     runners[tower] = kept[f"{choice[tower]}:{tower}"].runner
@@ -381,9 +382,11 @@ class GateError(CompactError):
     """The quantized result breaches --max-drop / --min-cosine (report written, model not)."""
 
 
-def _speedup(candidates: list[dict], tower: str, method: str) -> float:
+def _rank(candidates: list[dict], tower: str, method: str, by_sqnr: bool = False) -> float:
     row = next((r for r in candidates if r["tower"] == tower and r["method"] == method and "latency" in r), None)
-    return row["latency"]["speedup"] if row else 1.0
+    if row is None:
+        return 0.0
+    return row["sqnr_db"] if by_sqnr else row["latency"]["speedup"]
 
 
 def _gate_failures(row: dict, cfg: QuantizeConfig) -> list[str]:

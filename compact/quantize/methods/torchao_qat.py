@@ -6,13 +6,14 @@ them, distil it back towards the fp32 model with the distillation losses, then c
 
 The flow is torchao's: `quantize_(tower, QATConfig(activation_config=..., weight_config=..., step="prepare"))`,
 train, `quantize_(tower, QATConfig(step="convert"))` (back to nn.Linear), then the PTQ config
-`Int8DynamicActivationInt8WeightConfig`. The fake-quant configs mirror that PTQ config (int8 per-token symmetric
-activations, int8 per-channel symmetric weights), so what is trained is what ships. torchao's QATConfig cannot
+`Int8DynamicActivationInt8WeightConfig`. The fake-quant configs follow that PTQ config (int8 per-token
+activations, int8 per-channel symmetric weights; the activations are fake-quantized asymmetrically, the only
+per-token mode torchao's QAT has), and the gate measures the real int8 result. torchao's QATConfig cannot
 infer them from the int8 PTQ config (it derives only int4/float8/MX/NVFP4 schemes), hence the explicit configs.
 
 Training is `compact.distill`'s Distiller started from the fp32 model, with that same fp32 model as the teacher:
 the `vision` stage (feature_cosine on images) for the image tower, the `text` stage (feature_cosine of every
-language's caption to the English caption's teacher embedding) for the text tower. The result is written as the
+language's caption to the fp32 embedding of that same caption) for the text tower. The result is written as the
 retrained fp32 weights plus `quantization.json`, which `load_model` re-applies (no pickle).
 """
 
@@ -36,7 +37,9 @@ DEFAULT_STEPS = 300
 def fake_quant_configs(weight_bits: int = 8):
     from torchao.quantization.qat import IntxFakeQuantizeConfig
 
-    act = IntxFakeQuantizeConfig(torch.int8, "per_token", is_symmetric=True)
+    # torchao's per-token fake quantizer is asymmetric only ("Symmetric per token is not supported yet"); the int8
+    # kernel after convert quantizes symmetrically, and the gate measures that real int8 result.
+    act = IntxFakeQuantizeConfig(torch.int8, "per_token", is_symmetric=False)
     weight = IntxFakeQuantizeConfig(torch.int8 if weight_bits == 8 else getattr(torch, f"int{weight_bits}"),
                                     "per_channel", is_symmetric=True)
     return act, weight
@@ -82,8 +85,14 @@ def qat_recover(model, tower: str, steps: int, data: str, langs: list[str], work
                                                losses={"feature_cosine": 1.0})],
                            val_every=0, seed=seed, bf16=False, checkpoint_every=10**9)
     d = Distiller(recipe, DistillOptions(out=work / "qat"),
-                  progress=(lambda s, a, b, info: progress(f"QAT {tower}", a, b, info)) if progress else None)
+                  progress=(lambda _s, a, b, _info: progress(f"QAT {tower}", a, b)) if progress else None)
     d.setup()
+    if stage == "text":
+        # Recovery targets the fp32 model itself: each caption is distilled to the fp32 embedding of that same
+        # caption, not to the English pivot's (which would re-align languages and move away from fp32).
+        from compact.distill.data import ParallelText
+
+        d.parallel = ParallelText(list(d.parallel.text), list(d.parallel.text), list(d.parallel.lang))
     module = d.student.visual if tower == "image" else d.student.text
     n = prepare_qat(module)
     state = d.train()
