@@ -245,3 +245,30 @@ def test_trt_placement_is_symmetric_int8_on_gemm_inputs(tmp_path):
     ort_manifest = json.loads((tmp_path / "ort" / "bundle" / "manifest.json").read_text())
     ort_image = next(f for f in ort_manifest["files"] if f["tower"] == "image")
     assert not placement(tmp_path / "ort" / "bundle" / ort_image["path"])["trt_symmetric"]
+
+
+def test_auto_joint_fallback_tries_other_combinations():
+    """Both towers pass alone but not together: auto tries the next combinations, best product of speed-ups
+    first, and keeps the first that passes jointly; fp32 when none does."""
+    from compact.quantize.run import _joint_fallback
+
+    def row(tower, method, speedup, passed=True, sqnr=30.0):
+        return {"tower": tower, "method": method, "passed": passed, "sqnr_db": sqnr, "latency": {"speedup": speedup}}
+
+    cands = [row("image", "a", 1.8), row("image", "b", 1.5), row("text", "a", 1.6), row("text", "c", 1.4),
+             row("text", "slow", 0.9), row("text", "bad", 3.0, passed=False)]
+    cfg = QuantizeConfig(runtime="onnxruntime", auto=True, max_drop=1.0)
+    drops = {("a", "c"): 1.2, ("b", "a"): 0.7, ("a", "fp32"): 0.4}
+    seen = []
+
+    def joint_eval(choice):
+        seen.append((choice["image"], choice["text"]))
+        return {"max_drop": drops.get((choice["image"], choice["text"]), 5.0)}
+
+    choice, ev, tried = _joint_fallback(cands, {"image": "a", "text": "a"}, cfg, joint_eval, by_sqnr=False)
+    # products: a+c 2.52, b+a 2.40, a+fp32 1.8 ...: a+c fails jointly, b+a passes
+    assert seen == [("a", "c"), ("b", "a")] and choice == {"image": "b", "text": "a"} and ev["max_drop"] == 0.7
+    assert [t["max_drop"] for t in tried] == [1.2, 0.7]
+    drops.clear()
+    choice, ev, tried = _joint_fallback(cands, {"image": "a", "text": "a"}, cfg, joint_eval, by_sqnr=False, max_tries=3)
+    assert choice == {"image": "fp32", "text": "fp32"} and ev is None and len(tried) == 3

@@ -335,26 +335,22 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
             final["eval"] = eval_deltas(base_eval, evaluate(RunnerEncoder(base, final_runners), eval_data, EvalConfig()))
             if cfg.auto and final["eval"]["max_drop"] > cfg.max_drop and len(
                     [t for t, m in choice.items() if m != "fp32"]) > 1:
-                # Each tower passed alone but together they drop too much: keep the one tower that passes
-                # together with fp32 and saves the most time.
-                tried = []
-                quantized = [t for t in choice if choice[t] != "fp32"]
-                by_sqnr = cfg.runtime == "tensorrt" and not _trt_engines_here()  # as _choose: no TRT timing here
-                for tower in sorted(quantized, key=lambda t: -_rank(candidates, t, choice[t], by_sqnr)):
-                    alone = {t: (m if t == tower else "fp32") for t, m in choice.items()}
+                # Each tower passed alone but together they drop too much: try the other passing combinations,
+                # best first, and keep the first that passes together (fp32 for both if none does).
+                def joint_eval(combo: dict) -> dict:
                     runners = dict(ctx.fp32_runners)
-                    runners[tower] = kept[f"{choice[tower]}:{tower}"].runner
-                    ev = eval_deltas(base_eval, evaluate(RunnerEncoder(base, runners), eval_data, EvalConfig()))
-                    tried.append({"choice": alone, "max_drop": ev["max_drop"]})
-                    if ev["max_drop"] <= cfg.max_drop:
-                        final = {"choice": alone, "eval": ev, "combined_fallback": {
-                            "both": {"choice": choice, "max_drop": final["eval"]["max_drop"]}, "tried": tried}}
-                        choice = alone
-                        break
-                else:  # no tower passes together with fp32 either: auto keeps fp32
-                    fallback = {"both": {"choice": choice, "max_drop": final["eval"]["max_drop"]}, "tried": tried}
-                    choice = {t: "fp32" for t in choice}
-                    final = {"choice": choice, "combined_fallback": fallback}
+                    for t, m in combo.items():
+                        if m != "fp32":
+                            runners[t] = kept[f"{m}:{t}"].runner
+                    return eval_deltas(base_eval, evaluate(RunnerEncoder(base, runners), eval_data, EvalConfig()))
+
+                by_sqnr = cfg.runtime == "tensorrt" and not _trt_engines_here()  # as _choose: no TRT timing here
+                both = {"choice": dict(choice), "max_drop": final["eval"]["max_drop"]}
+                combo, ev, tried = _joint_fallback(candidates, choice, cfg, joint_eval, by_sqnr)
+                choice = combo
+                final = {"choice": choice, "combined_fallback": {"both": both, "tried": tried}}
+                if ev is not None:
+                    final["eval"] = ev
         breaches = [f"{r['method']} on {r['tower']}: {', '.join(r['failed'])}" for r in candidates
                     if r.get("failed") and choice.get(r["tower"]) == r["method"]]
         if final.get("eval") and final["eval"]["max_drop"] > cfg.max_drop:
@@ -382,11 +378,42 @@ class GateError(CompactError):
     """The quantized result breaches --max-drop / --min-cosine (report written, model not)."""
 
 
-def _rank(candidates: list[dict], tower: str, method: str, by_sqnr: bool = False) -> float:
-    row = next((r for r in candidates if r["tower"] == tower and r["method"] == method and "latency" in r), None)
-    if row is None:
-        return 0.0
-    return row["sqnr_db"] if by_sqnr else row["latency"]["speedup"]
+def _joint_fallback(candidates: list[dict], first: dict, cfg, joint_eval, by_sqnr: bool, max_tries: int = 8):
+    """Combinations of each tower's passing candidates (and fp32), best first by the product of speed-ups (or
+    by how many towers are quantized, then SQNR, when speed cannot be measured); returns the first whose joint
+    per-language drop passes, its eval and what was tried. Falls back to fp32 everywhere."""
+    import itertools
+
+    options = {}
+    for tower in first:
+        rows = [r for r in candidates if r["tower"] == tower and r.get("passed") and "latency" in r]
+        if not by_sqnr:
+            rows = [r for r in rows if r["latency"]["speedup"] > 1.0]
+        options[tower] = [(r["method"], r["sqnr_db"] if by_sqnr else r["latency"]["speedup"]) for r in rows]
+        options[tower].append(("fp32", 0.0 if by_sqnr else 1.0))
+
+    def score(combo):
+        if by_sqnr:
+            return (sum(m != "fp32" for m, _ in combo), sum(v for _, v in combo))
+        out = 1.0
+        for _, v in combo:
+            out *= v
+        return (out,)
+
+    towers = list(first)
+    combos = sorted(itertools.product(*(options[t] for t in towers)), key=score, reverse=True)
+    tried = []
+    for combo in combos:
+        choice = {t: m for t, (m, _) in zip(towers, combo)}
+        if choice == first:
+            continue  # measured already: it is why we are here
+        if all(m == "fp32" for m in choice.values()) or len(tried) >= max_tries:
+            break
+        ev = joint_eval(choice)
+        tried.append({"choice": choice, "max_drop": ev["max_drop"]})
+        if ev["max_drop"] <= cfg.max_drop:
+            return choice, ev, tried
+    return {t: "fp32" for t in towers}, None, tried
 
 
 def _gate_failures(row: dict, cfg: QuantizeConfig) -> list[str]:
