@@ -173,8 +173,14 @@ def test_bad_inputs(tmp_path):
     assert r.exit_code != 0 and "--auto" in r.output
     with pytest.raises(CompactError, match="unknown runtime"):
         QuantizeConfig(runtime="tflite", auto=True)
+    r = run(cli, ["quantize", str(tmp_path / "m"), "-o", str(tmp_path / "q"), "--auto", "--qat-steps", "100"])
+    assert r.exit_code != 0 and "--runtime torch" in r.output and "Traceback" not in r.output
+    r = run(cli, ["quantize", str(tmp_path / "m"), "-o", str(tmp_path / "q"), "--runtime", "torch", "--auto",
+                  "--qat-steps", "0"])
+    assert r.exit_code != 0 and "must be positive" in r.output
+    assert not (tmp_path / "q").exists()
     r = run(cli, ["quantize", "--list"])
-    assert r.exit_code == 0 and "ort_static_qdq" in r.output
+    assert r.exit_code == 0 and "ort_static_qdq" in r.output and "torchao_qat_int8" in r.output
 
 
 def test_missing_package_names_the_extra(tmp_path, monkeypatch):

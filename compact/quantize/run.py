@@ -75,6 +75,8 @@ class QuantizeConfig:
             raise CompactError("--max-drop must be >= 0 and --min-cosine in (0, 1]")
         if self.latency_batch <= 0 or self.calib_images <= 0 or self.calib_texts_per_lang <= 0:
             raise CompactError("batch and calibration sizes must be positive")
+        if self.qat_steps is not None and self.runtime != "torch":
+            raise CompactError("--qat-steps is for --runtime torch (torchao QAT); drop it or switch the runtime")
         if (self.qat_steps is not None and self.qat_steps <= 0) or self.qat_batch <= 0 or self.qat_lr <= 0:
             raise CompactError("--qat-steps, the QAT batch and the QAT learning rate must be positive")
 
