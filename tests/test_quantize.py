@@ -278,3 +278,18 @@ def test_auto_joint_fallback_tries_other_combinations():
     drops.clear()
     choice, ev, tried = _joint_fallback(cands, {"image": "a", "text": "a"}, cfg, joint_eval, by_sqnr=False, max_tries=3)
     assert choice == {"image": "fp32", "text": "fp32"} and ev is None and len(tried) == 3
+
+
+def test_opset_20_exports_gelu_as_one_op(tmp_path):
+    """--opset 20: the fp32 graph (and so the int8 one) carries ONNX Gelu instead of the Erf/Div/Mul/Add chain."""
+    _usable("ort_dynamic_int8")
+    import onnx
+
+    cfg = QuantizeConfig(runtime="onnxruntime", methods=("ort_dynamic_int8",), force=True, towers=("text",),
+                         opset=20, **FAST)
+    rep = run_quantize(tiny_compact(), cfg, tmp_path / "q")
+    assert rep["candidates"][0]["cosine_mean"] > 0.98
+    bundle = tmp_path / "q" / "bundle"
+    text = next(f for f in json.loads((bundle / "manifest.json").read_text())["files"] if f["tower"] == "text")
+    ops = [n.op_type for n in onnx.load(str(bundle / text["path"])).graph.node]
+    assert "Gelu" in ops and "Erf" not in ops and "MatMulInteger" in ops

@@ -62,6 +62,7 @@ class QuantizeConfig:
     qat_lr: float = 1e-4
     qat_data: Optional[str] = None  # training images + captions; None: the reference train split
     name: Optional[str] = None  # display name written into the output bundle's manifest
+    opset: int = 18  # of the fp32 ONNX every ONNX method starts from (20: GELU as one op instead of five)
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -267,7 +268,7 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
         ctx = QuantContext(cfg, base, tws, calib, work, progress=progress)
         if cfg.runtime in BASE_TARGET:
             ctx.fp32_bundle = work / "fp32"
-            export_model(base, BASE_TARGET[cfg.runtime], ctx.fp32_bundle, ExportConfig(), source=source)
+            export_model(base, BASE_TARGET[cfg.runtime], ctx.fp32_bundle, ExportConfig(opset=cfg.opset), source=source)
         ctx.fp32_runners = _fp32_runners(ctx)
         if progress:
             progress("calibration", 1, 1)
