@@ -44,7 +44,11 @@ class QuantMethod(NeedsPackages):
     extra: str = ""
     description: str = ""
     kind = "quantization method"
-    needs_opt_in: str = ""  # e.g. "--qat-steps N": auto mode tries the method only when the user passed this
+    needs_opt_in: str = ""  # e.g. "--qat-steps N": auto mode tries the method only when `opted_in(cfg)`
+
+    def opted_in(self, cfg) -> bool:
+        """Whether `--auto` (with no methods named) may try this method under `cfg`."""
+        return True
 
     def quantize(self, ctx, tower: str) -> Candidate:
         """Quantize `tower` ("image" | "text") of the fp32 model in `ctx` (a `run.QuantContext`)."""

@@ -245,7 +245,7 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
         why = m.missing()
         if why and not cfg.auto:
             m.require()
-        if not why and cfg.auto and not cfg.methods and m.needs_opt_in and cfg.qat_steps is None:
+        if not why and cfg.auto and not cfg.methods and not m.opted_in(cfg):
             why = f"auto mode tries it only when asked: pass {m.needs_opt_in}"
         if why:
             skipped[m.name] = why
@@ -283,6 +283,13 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
                          else open_eval_data(cfg.eval_data))
             base_eval = evaluate(RunnerEncoder(base, ctx.fp32_runners), eval_data, EvalConfig())
 
+        def eval_with(swap: dict[str, Runner]) -> dict:
+            """Per-language deltas against fp32 with the towers in `swap` replaced by candidate runners."""
+            runners = dict(ctx.fp32_runners, **swap)
+            return eval_deltas(base_eval, evaluate(RunnerEncoder(base, runners), eval_data, EvalConfig()))
+
+        # Without TensorRT here the engines cannot be timed: TensorRT candidates are then ranked by SQNR.
+        by_sqnr = cfg.runtime == "tensorrt" and not _trt_engines_here()
         refs = {t: _gate_outputs(ctx, gate, t, ctx.fp32_runners[t]) for t in tws}
         candidates: list[dict] = []
         kept: dict[str, Candidate] = {}
@@ -303,13 +310,11 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
                 got = _gate_outputs(ctx, gate, tower, cand.runner)
                 row.update(precision=cand.precision, **cosine_stats(refs[tower], got), details=cand.details)
                 if base_eval is not None:
-                    runners = dict(ctx.fp32_runners)
-                    runners[tower] = cand.runner
-                    row["eval"] = eval_deltas(base_eval, evaluate(RunnerEncoder(base, runners), eval_data, EvalConfig()))
+                    row["eval"] = eval_with({tower: cand.runner})
                 if cand.timed_runner is not None:  # compiled candidate: time it against compiled fp32
                     row["latency"] = _measure_latency(ctx, tower, _compiled_fp32(ctx, tower), cand.timed_runner)
                     row["latency"]["compiled"] = True
-                elif cfg.runtime == "tensorrt" and _trt_engines_here():
+                elif cfg.runtime == "tensorrt" and not by_sqnr:
                     row["latency"] = _measure_latency(ctx, tower, _trt_fp32_engine(ctx, tower),
                                                       _trt_engine(ctx, cand.files[0], tower, "int8"))
                     row["latency"]["runtime"] = "tensorrt"
@@ -328,28 +333,19 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
         if progress:
             progress("candidates", total, total)
 
-        choice = _choose(candidates, cfg)
-        final_runners = dict(ctx.fp32_runners)
-        for tower, method in choice.items():
-            if method != "fp32":
-                final_runners[tower] = kept[f"{method}:{tower}"].runner
+        def eval_choice(combo: dict[str, str]) -> dict:
+            return eval_with({t: kept[f"{m}:{t}"].runner for t, m in combo.items() if m != "fp32"})
+
+        choice = _choose(candidates, cfg, by_sqnr)
         final = {"choice": choice}
         if base_eval is not None and any(v != "fp32" for v in choice.values()):
-            final["eval"] = eval_deltas(base_eval, evaluate(RunnerEncoder(base, final_runners), eval_data, EvalConfig()))
+            final["eval"] = eval_choice(choice)
             if cfg.auto and final["eval"]["max_drop"] > cfg.max_drop and len(
                     [t for t, m in choice.items() if m != "fp32"]) > 1:
                 # Each tower passed alone but together they drop too much: try the other passing combinations,
                 # best first, and keep the first that passes together (fp32 for both if none does).
-                def joint_eval(combo: dict) -> dict:
-                    runners = dict(ctx.fp32_runners)
-                    for t, m in combo.items():
-                        if m != "fp32":
-                            runners[t] = kept[f"{m}:{t}"].runner
-                    return eval_deltas(base_eval, evaluate(RunnerEncoder(base, runners), eval_data, EvalConfig()))
-
-                by_sqnr = cfg.runtime == "tensorrt" and not _trt_engines_here()  # as _choose: no TRT timing here
                 both = {"choice": dict(choice), "max_drop": final["eval"]["max_drop"]}
-                combo, ev, tried = _joint_fallback(candidates, choice, cfg, joint_eval, by_sqnr)
+                combo, ev, tried = _joint_fallback(candidates, choice, cfg, eval_choice, by_sqnr)
                 choice = combo
                 final = {"choice": choice, "combined_fallback": {"both": both, "tried": tried}}
                 if ev is not None:
@@ -429,14 +425,14 @@ def _gate_failures(row: dict, cfg: QuantizeConfig) -> list[str]:
     return fails
 
 
-def _choose(candidates: list[dict], cfg: QuantizeConfig) -> dict[str, str]:
-    """Per tower: the fastest passing candidate (auto), else fp32. With explicit methods and no auto, the first
-    named method is used for every tower even if it fails the gate (then the gate decides what is written)."""
+def _choose(candidates: list[dict], cfg: QuantizeConfig, by_sqnr: bool = False) -> dict[str, str]:
+    """Per tower: the fastest passing candidate (auto), or the most accurate one (SQNR) when speed cannot be
+    measured on the runtime (`by_sqnr`), else fp32. With explicit methods and no auto, the first named method is
+    used for every tower even if it fails the gate (then the gate decides what is written)."""
     choice = {}
     for tower in cfg.towers:
         rows = [r for r in candidates if r["tower"] == tower and "latency" in r]
-        if cfg.auto and cfg.runtime == "tensorrt" and not any(r["latency"].get("runtime") == "tensorrt" for r in rows):
-            # No TensorRT here to time the engines: of the passing graphs keep the most accurate one (SQNR).
+        if cfg.auto and by_sqnr:
             ok = [r for r in rows if r["passed"]]
             choice[tower] = max(ok, key=lambda r: r["sqnr_db"])["method"] if ok else "fp32"
         elif cfg.auto:

@@ -4,7 +4,32 @@ tower to cosine 0.96 here; the allow-list keeps 0.999+."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from compact.quantize import Candidate, QuantMethod, register_method
+
+
+def static_qdq(ctx, tower: str, src: Path, dst: Path, op_types: list[str], activation_type: str,
+               extra_options: dict | None = None) -> int:
+    """`quantize_static` of `src` into `dst` as QDQ, per-channel int8 weights, activations of `activation_type`
+    ("QUInt8" | "QInt8") calibrated (MinMax) on the tower's per-language feeds; returns the number of batches."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    feeds = ctx.calib.feeds(tower)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    op_types_to_quantize=op_types, activation_type=getattr(QuantType, activation_type),
+                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                    extra_options=extra_options or {})
+    return len(feeds)
 
 
 @register_method
@@ -17,29 +42,16 @@ class OrtStaticQDQ(QuantMethod):
     op_types = ("MatMul", "Gemm", "Conv")
 
     def quantize(self, ctx, tower: str) -> Candidate:
-        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                              quantize_static)
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         from export.targets.onnx import ort_session, session_runner
-
-        feeds = ctx.calib.feeds(tower)
-
-        class Reader(CalibrationDataReader):
-            def __init__(self):
-                self.it = iter(feeds)
-
-            def get_next(self):
-                return next(self.it, None)
 
         src = ctx.fp32_file(tower)
         pre = ctx.work / f"{tower}.pre.onnx"
         dst = ctx.work / f"{tower}.{self.name}.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         op_types = list(ctx.cfg.method_options.get("op_types", self.op_types))
-        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        op_types_to_quantize=op_types, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+        batches = static_qdq(ctx, tower, pre, dst, op_types, "QUInt8")
         run = session_runner(ort_session(dst, ctx.threads()))
         return Candidate(self.name, tower, run, "int8", [dst],
-                         {"op_types": op_types, "calibration_batches": len(feeds), "format": "QDQ"})
+                         {"op_types": op_types, "calibration_batches": batches, "format": "QDQ"})

@@ -118,6 +118,9 @@ class TorchAOQATInt8(QuantMethod):
     description = "torchao QAT (int8 dyn-act/int8 weight fake quant) + distillation recovery, then int8 dynamic"
     needs_opt_in = "--qat-steps N"  # auto mode tries it only when the user gives a step budget
 
+    def opted_in(self, cfg) -> bool:
+        return cfg.qat_steps is not None
+
     def quantize(self, ctx, tower: str) -> Candidate:
         from compact.data.sources.reference import reference_base
         from compact.quantize.methods.torchao_int8 import quantize_module
@@ -126,8 +129,7 @@ class TorchAOQATInt8(QuantMethod):
         cfg = ctx.cfg
         steps = cfg.qat_steps if cfg.qat_steps is not None else DEFAULT_STEPS
         data = cfg.qat_data or reference_base(cfg.eval_data or "") or reference_base(cfg.calib or "") or "reference"
-        langs = [lang for lang in ctx.calib.langs]
-        trained, report = qat_recover(copy.deepcopy(ctx.model), tower, steps, data, langs,
+        trained, report = qat_recover(copy.deepcopy(ctx.model), tower, steps, data, list(ctx.calib.langs),
                                       ctx.work / f"qat-{tower}", batch_size=cfg.qat_batch, lr=cfg.qat_lr,
                                       seed=0, progress=ctx.progress)
         wrapper = type(ctx.towers[tower].module)(trained, normalize=ctx.towers[tower].module.normalize)

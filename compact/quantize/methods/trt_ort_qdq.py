@@ -17,34 +17,19 @@ class TrtOrtQDQ(QuantMethod):
     op_types = ("MatMul", "Gemm", "Conv")
 
     def quantize(self, ctx, tower: str) -> Candidate:
-        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                              quantize_static)
-
+        from compact.quantize.methods.ort_static_qdq import static_qdq
         from compact.quantize.trt import carry_metadata, placement, trt_latency_note
         from export.targets.onnx import ort_session, session_runner
-
-        feeds = ctx.calib.feeds(tower)
-
-        class Reader(CalibrationDataReader):
-            def __init__(self):
-                self.it = iter(feeds)
-
-            def get_next(self):
-                return next(self.it, None)
 
         src = ctx.fp32_file(tower)
         dst = ctx.work / f"{tower}.{self.name}.trt.onnx"
         op_types = list(ctx.cfg.method_options.get("op_types", self.op_types))
         # No quant_pre_process: it would rewrite the TRT-ready graph (folded, profile-checked) that export made.
-        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        op_types_to_quantize=op_types, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                       "QDQKeepRemovableActivations": False,
-                                       # int32 bias Q/DQ: TensorRT takes int8 Q/DQ only; it fuses the bias itself
-                                       "QuantizeBias": False})
+        batches = static_qdq(ctx, tower, src, dst, op_types, "QInt8", {
+            "ActivationSymmetric": True, "WeightSymmetric": True, "QDQKeepRemovableActivations": False,
+            "QuantizeBias": False})  # int32 bias Q/DQ: TensorRT takes int8 Q/DQ only; it fuses the bias itself
         carry_metadata(src, dst)
         run = session_runner(ort_session(dst, ctx.threads()))
         return Candidate(self.name, tower, run, "int8", [dst],
-                         {"op_types": op_types, "calibration_batches": len(feeds), "format": "QDQ",
+                         {"op_types": op_types, "calibration_batches": batches, "format": "QDQ",
                           "placement": placement(dst), "latency_on": trt_latency_note()})
