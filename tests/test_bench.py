@@ -175,8 +175,36 @@ def test_compare_callables_reports_b_relative_to_a():
     assert {"ratio_b_over_a", "speedup_b_over_a", "speedup_ci_low", "speedup_ci_high"} <= set(d)
 
 
+def test_compare_callables_excludes_cross_talk_between_runtimes():
+    """A runtime whose idle worker threads keep spinning slows whatever runs right after it (onnxruntime, TBB,
+    OpenMP on few cores). Simulated here: the first call after a switch pays a 1 ms penalty. Alternating call by
+    call would put that penalty into every sample; the block order times each callable in its steady state."""
+    last = {"who": None}
+    order = []
+
+    def make(name, seconds):
+        busy = _busy(seconds)
+
+        def fn():
+            if last["who"] not in (None, name):
+                busy_penalty()
+            last["who"] = name
+            order.append(name)
+            busy()
+        return fn
+
+    busy_penalty = _busy(1e-3)
+    cfg = TimingConfig(warmup=0, iters=32, block=8, settle=2)
+    r = compare_callables(make("a", 4e-4), make("b", 2e-4), cfg)
+    assert r.ratio_b_over_a == pytest.approx(0.5, rel=0.15)
+    assert r.a.n == r.b.n == 32
+    # blocks of settle + block calls, AB then BA
+    assert "".join(order[:40]) == "a" * 10 + "b" * 10 + "b" * 10 + "a" * 10
+
+
 def test_timing_config_rejects_bad_counts():
-    for kw in ({"iters": 0}, {"min_iters": 0}, {"max_iters": -1}, {"threads": 0}, {"target_ci": 0}):
+    for kw in ({"iters": 0}, {"min_iters": 0}, {"max_iters": -1}, {"threads": 0}, {"target_ci": 0}, {"block": 0},
+               {"settle": -1}):
         with pytest.raises(CompactError):
             TimingConfig(**kw)
 
