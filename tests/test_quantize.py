@@ -293,3 +293,26 @@ def test_opset_20_exports_gelu_as_one_op(tmp_path):
     text = next(f for f in json.loads((bundle / "manifest.json").read_text())["files"] if f["tower"] == "text")
     ops = [n.op_type for n in onnx.load(str(bundle / text["path"])).graph.node]
     assert "Gelu" in ops and "Erf" not in ops and "MatMulInteger" in ops
+
+
+def test_text_latency_workload_covers_every_language_and_the_longest_batch():
+    from types import SimpleNamespace
+
+    from compact.quantize.calibration import calibration_set
+    from compact.quantize.run import _latency_feeds, _measure_latency
+
+    model = tiny_compact()
+    calib = calibration_set(model, None, n_images=4, texts_per_lang=16, batch=4)
+    ctx = SimpleNamespace(calib=calib, cfg=QuantizeConfig(runtime="onnxruntime", auto=True, latency_batch=8,
+                                                          timing_iters=3))
+    work = _latency_feeds(ctx, "text")
+    assert len(work["mix"]) == len(calib.langs) == len(set(calib.feed_langs))
+    assert all(len(f["input_ids"]) == 8 for f in work["mix"])  # repeated up to the latency batch
+    longest = max(f["input_ids"].shape[1] for f in calib.text_feeds)
+    assert work["longest"][0]["input_ids"].shape == (8, longest)
+    seen = []
+    lat = _measure_latency(ctx, "text", lambda f: seen.append(f["input_ids"].shape[1]), lambda f: None)
+    assert lat["longest_batch"]["tokens"] == longest and lat["iters"] == 3
+    lengths = {f["input_ids"].shape[1] for f in work["mix"]}
+    assert lengths <= set(seen) and longest in seen
+    assert list(_latency_feeds(ctx, "image")) == ["mix"]

@@ -17,6 +17,7 @@ class CalibrationSet:
     texts: dict[str, list[str]]  # lang -> captions
     text_feeds: list[dict[str, np.ndarray]]  # token batches, one per (language, chunk), padded per batch
     langs: list[str]
+    feed_langs: list[str]  # the language of each text feed
 
     def image_feeds(self, batch: int = 8) -> list[dict[str, np.ndarray]]:
         return [{"pixel_values": self.pixels[s:s + batch]} for s in range(0, len(self.pixels), batch)]
@@ -46,12 +47,13 @@ def calibration_set(model: DualEncoder, spec: str | None, n_images: int = 64, te
         images, texts = s.images, s.texts
     langs = sorted(texts)
     pixels = model.preprocess(images).numpy()
-    feeds = []
+    feeds, feed_langs = [], []
     for lang in langs:
         caps = texts[lang]
         for s in range(0, len(caps), batch):
             tb = model.tokenize(caps[s:s + batch])
             if model.variable_length_text:
                 tb = tb.trimmed()
+            feed_langs.append(lang)
             feeds.append({"input_ids": tb.ids.numpy().astype(np.int64), "attention_mask": tb.mask.numpy().astype(np.int64)})
-    return CalibrationSet(pixels, texts, feeds, langs)
+    return CalibrationSet(pixels, texts, feeds, langs, feed_langs)
