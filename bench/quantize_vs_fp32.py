@@ -28,6 +28,7 @@ def main(argv=None) -> None:
     ap.add_argument("--eval-limit", type=int, default=1000, help="images (1000: the whole reference val split)")
     ap.add_argument("--batch", type=int, default=8, help="latency batch")
     ap.add_argument("--opset", type=int, default=18, help="ONNX opset of the fp32 graphs (fp32 and int8 alike)")
+    ap.add_argument("--no-ort-fusion", action="store_true", help="onnxruntime: plain ONNX graphs, no fused Attention")
     ap.add_argument("--out", default="runs/bench")
     args = ap.parse_args(argv)
 
@@ -38,7 +39,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="compact-qbench-") as tmp:
         for rt in runtimes:
             cfg = QuantizeConfig(runtime=rt, auto=True, eval_data=args.eval_data or None, eval_limit=args.eval_limit,
-                                 latency_batch=args.batch, opset=args.opset)
+                                 latency_batch=args.batch, opset=args.opset,
+                                 ort_fusion=not args.no_ort_fusion)
             try:
                 reports[rt] = run_quantize(args.model, cfg, Path(tmp) / rt)
             except GateError:  # the report is written either way; the table says what failed

@@ -316,3 +316,27 @@ def test_text_latency_workload_covers_every_language_and_the_longest_batch():
     lengths = {f["input_ids"].shape[1] for f in work["mix"]}
     assert lengths <= set(seen) and longest in seen
     assert list(_latency_feeds(ctx, "image")) == ["mix"]
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_onnxruntime_quantizes_the_fused_graph_unless_told_not_to(tmp_path, fusion):
+    """ORT methods start from the graph with ORT's fused Attention (fp32 is timed on it too); dynamic int8 then
+    turns it into QAttention. --no-ort-fusion keeps plain ONNX ops any runtime reads."""
+    _usable("ort_dynamic_int8")
+    import onnx
+
+    from export.bundle import read_manifest
+
+    cfg = QuantizeConfig(runtime="onnxruntime", methods=("ort_dynamic_int8",), force=True, ort_fusion=fusion, **FAST)
+    rep = run_quantize(tiny_compact(), cfg, tmp_path / "q")
+    bundle = tmp_path / "q" / "bundle"
+    files = read_manifest(bundle)["files"]
+    assert sorted(f["tower"] for f in files) == ["image", "text"] and not any(f.get("optimized") for f in files)
+    assert sorted(p.name for p in bundle.glob("*.onnx")) == sorted(f["path"] for f in files)
+    for f in files:
+        ops = {(n.domain, n.op_type) for n in onnx.load(str(bundle / f["path"])).graph.node}
+        assert (("com.microsoft", "QAttention") in ops) == fusion, ops
+        assert all(d in ("", "ai.onnx") for d, _ in ops) != fusion
+        assert ("runtime_only" in f) == fusion
+    assert all(r["cosine_mean"] > 0.98 for r in rep["candidates"] if "cosine_mean" in r)
+    _check_output(tmp_path / "q", "onnxruntime", rep)

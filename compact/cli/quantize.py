@@ -36,10 +36,13 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--qat-batch", type=int, default=128, show_default=True)
 @click.option("--opset", type=int, default=18, show_default=True,
               help="ONNX opset of the fp32 graph the ONNX methods start from (20: GELU is one op; faster on ORT).")
+@click.option("--ort-fusion/--no-ort-fusion", default=True, show_default=True,
+              help="onnxruntime: start from the graph with ORT's fused Attention/LayerNorm/GELU (fp32 and int8 "
+                   "alike; the result then needs onnxruntime). --no-ort-fusion: plain ONNX ops.")
 @click.option("--list", "list_only", is_flag=True, help="List the methods and exit.")
 @click.option("--overwrite", is_flag=True)
 def quantize(model, out, runtime, methods, auto, towers, calib, calib_images, eval_data, eval_limit, max_drop,
-             min_cosine, force, threads, qat_steps, qat_data, qat_lr, qat_batch, opset, list_only, overwrite) -> None:
+             min_cosine, force, threads, qat_steps, qat_data, qat_lr, qat_batch, opset, ort_fusion, list_only, overwrite) -> None:
     """Quantize MODEL for a runtime, gated per tower and per language against fp32.
 
     \b
@@ -68,7 +71,8 @@ def quantize(model, out, runtime, methods, auto, towers, calib, calib_images, ev
                          towers=tuple(t.strip() for t in towers.split(",") if t.strip()), calib=calib,
                          calib_images=calib_images, eval_data=eval_data or None, eval_limit=eval_limit,
                          max_drop=max_drop, min_cosine=min_cosine, force=force, threads=threads, overwrite=overwrite,
-                         qat_steps=qat_steps, qat_data=qat_data, qat_lr=qat_lr, qat_batch=qat_batch, opset=opset)
+                         qat_steps=qat_steps, qat_data=qat_data, qat_lr=qat_lr, qat_batch=qat_batch, opset=opset,
+                         ort_fusion=ort_fusion)
     with stage_bars() as bars:
         rep = run_quantize(model, cfg, out, progress=bars.simple)
     _print_report(rep)

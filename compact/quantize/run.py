@@ -63,6 +63,9 @@ class QuantizeConfig:
     qat_data: Optional[str] = None  # training images + captions; None: the reference train split
     name: Optional[str] = None  # display name written into the output bundle's manifest
     opset: int = 18  # of the fp32 ONNX every ONNX method starts from (20: GELU as one op instead of five)
+    # onnxruntime: start from the graph with ORT's fused Attention / LayerNorm / GELU (`compact export onnx
+    # --optimize`), fp32 and int8 alike; False: the plain ONNX graph any ONNX runtime reads.
+    ort_fusion: bool = True
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -131,12 +134,17 @@ class QuantContext:
     compiled_fp32: dict[str, Runner] = field(default_factory=dict)  # torch.compile'd fp32 towers, for fair timing
     progress: Optional[Progress] = None
 
-    def fp32_file(self, tower: str) -> Path:
+    def fp32_entry(self, tower: str) -> dict:
+        """The manifest entry of the fp32 graph every method of this runtime starts from (and that fp32 is
+        timed on): onnxruntime with `ort_fusion` takes the fused graph (`export --optimize`) where there is one."""
         from export.bundle import read_manifest
 
-        m = read_manifest(self.fp32_bundle)
-        entry = next(f for f in m["files"] if f["tower"] == tower and not f.get("optimized"))
-        return self.fp32_bundle / entry["path"]
+        files = [f for f in read_manifest(self.fp32_bundle)["files"] if f["tower"] == tower]
+        fused = [f for f in files if f.get("optimized")] if self.cfg.runtime == "onnxruntime" and self.cfg.ort_fusion else []
+        return fused[0] if fused else next(f for f in files if not f.get("optimized"))
+
+    def fp32_file(self, tower: str) -> Path:
+        return self.fp32_bundle / self.fp32_entry(tower)["path"]
 
     def threads(self) -> int:
         return int(self.cfg.threads or 0)
@@ -286,7 +294,8 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
         ctx = QuantContext(cfg, base, tws, calib, work, progress=progress)
         if cfg.runtime in BASE_TARGET:
             ctx.fp32_bundle = work / "fp32"
-            export_model(base, BASE_TARGET[cfg.runtime], ctx.fp32_bundle, ExportConfig(opset=cfg.opset), source=source)
+            export_model(base, BASE_TARGET[cfg.runtime], ctx.fp32_bundle, source=source,
+                         cfg=ExportConfig(opset=cfg.opset, optimize=cfg.runtime == "onnxruntime" and cfg.ort_fusion))
         ctx.fp32_runners = _fp32_runners(ctx)
         if progress:
             progress("calibration", 1, 1)
@@ -488,10 +497,18 @@ def _write_output(ctx: QuantContext, choice: dict, kept: dict, candidates: list[
 
     manifest = read_manifest(bundle)
     files = []
-    for f in manifest["files"]:
-        tower = f["tower"]
-        if f.get("optimized"):
-            continue
+    towers = list(dict.fromkeys(f["tower"] for f in manifest["files"]))
+    for tower in towers:
+        # One graph per tower: the one the methods started from. A fused (ORT-only) base loses its "optimized"
+        # flag here, since it is now the tower's only graph (readers pick non-optimized entries by default).
+        base = ctx.fp32_entry(tower) if tower in ctx.towers else \
+            next(f for f in manifest["files"] if f["tower"] == tower and not f.get("optimized"))
+        for other in manifest["files"]:
+            if other["tower"] == tower and other is not base and other["path"] != base["path"]:
+                (bundle / other["path"]).unlink(missing_ok=True)
+        f = {k: v for k, v in base.items() if k != "optimized"}
+        if base.get("optimized"):
+            f["runtime_only"] = "onnxruntime (com.microsoft fused ops)"
         method = choice.get(tower, "fp32")
         if method == "fp32":
             files.append(f)

@@ -2,7 +2,9 @@
 
 Exported through `torch.export` (dynamo). If that fails, the legacy TorchScript exporter is tried with
 PyTorch's fused MHA fast path off (it emits `aten::_native_multi_head_attention`, which ONNX cannot express).
-Optionally ORT's transformer optimizer fuses attention / LayerNorm / GELU; the fused-op counts are recorded.
+Optionally (`--optimize`) a second graph per tower for onnxruntime only: attention exported as ORT's fused
+`com.microsoft.Attention` (`export/ort_attention.py`), then ORT's transformer optimizer fuses LayerNorm / GELU /
+residual adds; the fused-op counts are recorded.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 18
 
 
-def export_onnx(tower: Tower, path: Path, opset: int = DEFAULT_OPSET) -> dict:
-    """Write `tower` to `path`; returns {"exporter", "opset"}. Raises CompactError naming the failing op."""
+def export_onnx(tower: Tower, path: Path, opset: int = DEFAULT_OPSET, fuse_attention: bool = False) -> dict:
+    """Write `tower` to `path`; returns {"exporter", "opset"}. Raises CompactError naming the failing op.
+    `fuse_attention`: CompactCLIP attention blocks become onnxruntime's `com.microsoft.Attention` (dynamo only)."""
+    if fuse_attention:
+        return _export_fused(tower, path, opset)
     names = list(tower.input_names)
     dyn = {n: {i: torch.export.Dim(v[0], min=v[1], max=v[2]) for i, v in tower.dynamic.get(n, {}).items()} or None
            for n in names}
@@ -63,6 +68,26 @@ def export_onnx(tower: Tower, path: Path, opset: int = DEFAULT_OPSET) -> dict:
     what = f"op {op} in {where}" if where else (f"op {op}" if op else "; ".join(errors))
     raise CompactError(f"ONNX opset {opset} cannot express {what} of the {tower.name} tower ({'; '.join(errors)}). "
                        "Replace that op in the model, or export a model compact can convert (open_clip ViT, HF CLIP)")
+
+
+def _export_fused(tower: Tower, path: Path, opset: int) -> dict:
+    from export.ort_attention import fused_attention
+
+    names = list(tower.input_names)
+    dyn = {n: {i: torch.export.Dim(v[0], min=v[1], max=v[2]) for i, v in tower.dynamic.get(n, {}).items()} or None
+           for n in names}
+    with torch.no_grad(), fused_attention(tower.module) as table, contextlib.redirect_stdout(io.StringIO()):
+        try:
+            prog = torch.onnx.export(tower.module, tower.example, str(path), dynamo=True, input_names=names,
+                                     output_names=[tower.output_name], opset_version=opset, verbose=False,
+                                     dynamic_shapes=dyn if tower.dynamic else None, optimize=True,
+                                     external_data=False, custom_translation_table=table)
+        except Exception as e:  # the dynamo exporter raises many types
+            raise CompactError(f"the {tower.name} tower could not be exported with fused attention "
+                               f"({_first_line(e)}); export without --optimize") from None
+    if prog is not None and not path.exists():
+        prog.save(str(path))
+    return {"exporter": "dynamo", "opset": opset, "fused_attention": op_counts(path).get("Attention", 0)}
 
 
 _OP = re.compile(r"operator '(aten::[A-Za-z0-9_.]+)'")
@@ -153,8 +178,17 @@ class OnnxTarget(ExportTarget):
             heads, hidden = _attention_shape(tower)
             if heads:
                 opt = out / f"{tower.name}.opt.onnx"
-                fused = ort_optimize(path, opt, tower, heads, hidden)
-                arts.append(Artifact(opt.name, tower.name, "fp32", {**info, "ort_optimizer": fused, "optimized": True,
+                from export.ort_attention import fusable
+
+                src, opt_info = path, info
+                if fusable(tower.module):
+                    src = out / f"{tower.name}.fused.tmp.onnx"
+                    opt_info = export_onnx(tower, src, cfg.opset, fuse_attention=True)
+                fused = ort_optimize(src, opt, tower, heads, hidden)
+                if src != path:
+                    src.unlink()
+                arts.append(Artifact(opt.name, tower.name, "fp32", {**opt_info, "ort_optimizer": fused,
+                                                                      "optimized": True,
                                                                       "parity_runtime": "onnxruntime CPU"}))
         return arts
 

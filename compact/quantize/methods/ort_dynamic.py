@@ -11,8 +11,8 @@ class OrtDynamicInt8(QuantMethod):
     runtime = "onnxruntime"
     packages = ("onnxruntime",)
     extra = "onnx"
-    description = "onnxruntime quantize_dynamic, signed int8 weights on MatMul/Gemm"
-    op_types = ("MatMul", "Gemm")
+    description = "onnxruntime quantize_dynamic, signed int8 weights on MatMul/Gemm/fused Attention"
+    op_types = ("MatMul", "Gemm", "Attention")  # Attention (ORT-fused graphs) becomes QAttention
 
     def quantize(self, ctx, tower: str) -> Candidate:
         from onnxruntime.quantization import QuantType, quantize_dynamic
