@@ -274,3 +274,19 @@ def test_export_all_lists_skipped(tmp_path, monkeypatch):
     assert "compact-clip[executorch]" in summary["skipped"]["executorch"]
     assert json.loads((tmp_path / "all" / "export-all.json").read_text()) == summary
     read_manifest(tmp_path / "all" / "onnx")
+
+
+def test_optimize_falls_back_to_unfused_attention_when_the_fused_export_fails(tmp_path, monkeypatch):
+    _usable("onnx")
+    import export.targets.onnx as onnx_target
+
+    def fail(tower, path, opset):
+        raise CompactError(f"the {tower.name} tower could not be exported with fused attention (planted)")
+
+    monkeypatch.setattr(onnx_target, "_export_fused", fail)
+    manifest = export_model(tiny_compact(), "onnx", tmp_path / "b", ExportConfig(optimize=True))
+    opt = [f for f in manifest["files"] if f.get("optimized")]
+    assert len(opt) == 2
+    for f in opt:
+        assert f["fused_attention"] == 0 and "planted" in f["fused_attention_error"]
+        assert f["parity"]["cosine_min"] > 0.99999

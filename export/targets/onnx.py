@@ -182,8 +182,13 @@ class OnnxTarget(ExportTarget):
 
                 src, opt_info = path, info
                 if fusable(tower.module):
-                    src = out / f"{tower.name}.fused.tmp.onnx"
-                    opt_info = export_onnx(tower, src, cfg.opset, fuse_attention=True)
+                    tmp = out / f"{tower.name}.fused.tmp.onnx"
+                    try:
+                        opt_info = export_onnx(tower, tmp, cfg.opset, fuse_attention=True)
+                        src = tmp
+                    except CompactError as e:  # keep the optimizer's other fusions on the plain graph
+                        log.warning("%s; the optimised graph keeps unfused attention", e)
+                        opt_info = {**info, "fused_attention": 0, "fused_attention_error": str(e)}
                 fused = ort_optimize(src, opt, tower, heads, hidden)
                 if src != path:
                     src.unlink()
