@@ -88,7 +88,7 @@ def run(exports, runtimes, batch, iters, max_seconds, threads, inputs, accuracy,
 @click.option("--threads", type=int, default=None)
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="JSON file.")
 def compare(a, b, runtime, runtime_b, batch, iters, max_seconds, threads, out) -> None:
-    """Time A and B interleaved in one process; print B's speed relative to A with a 95% CI.
+    """Time A and B in alternating blocks in one process; print B's speed relative to A with a 95% CI.
 
     \b
     Example:
