@@ -27,7 +27,7 @@ def main(argv=None) -> None:
     ap.add_argument("--eval-data", default="reference:val")
     ap.add_argument("--eval-limit", type=int, default=1000, help="images (1000: the whole reference val split)")
     ap.add_argument("--batch", type=int, default=8, help="latency batch")
-    ap.add_argument("--opset", type=int, default=18, help="ONNX opset of the fp32 graphs (fp32 and int8 alike)")
+    ap.add_argument("--opset", type=int, default=None, help="ONNX opset of the fp32 graphs (default: the export target's)")
     ap.add_argument("--no-ort-fusion", action="store_true", help="onnxruntime: plain ONNX graphs, no fused Attention")
     ap.add_argument("--out", default="runs/bench")
     args = ap.parse_args(argv)

@@ -46,7 +46,7 @@ class ParityError(CompactError):
 
 @dataclass
 class ExportConfig:
-    opset: int = 18
+    opset: Optional[int] = None  # None: the target's default (onnx 20, tensorrt 18)
     normalize: bool = True  # L2-normalise the embeddings inside the graphs
     optimize: bool = False  # onnx: also write ORT-optimised graphs (attention / LayerNorm / GELU fusion)
     fixed_batch: Optional[int] = None  # freeze the batch axis (Core ML Neural Engine, TensorRT static engines)

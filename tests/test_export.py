@@ -89,7 +89,7 @@ def test_onnx_graphs_have_dynamic_batch_and_sequence(tmp_path):
     dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in text.graph.input]
     assert dims == [["batch", "seq"], ["batch", "seq"]]
     entry = next(f for f in manifest["files"] if f["path"] == "text.onnx")
-    assert entry["opset"] == 18 and entry["exporter"] == "dynamo"
+    assert entry["opset"] == 20 and entry["exporter"] == "dynamo"
     assert entry["inputs"][0]["shape"] == ["batch", "seq"]
     opt = next(f for f in manifest["files"] if f["path"] == "text.opt.onnx")
     assert opt["ort_optimizer"]["fused"].get("LayerNormalization", 0) >= 2

@@ -16,7 +16,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.argument("model")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
-@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (onnx, tensorrt).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (onnx, tensorrt). Default: 20 for onnx, 18 for tensorrt.")
 @click.option("--optimize", is_flag=True, help="onnx: also write ORT-optimised graphs (attention/LayerNorm/GELU fusion).")
 @click.option("--fixed-batch", type=int, default=None, help="Freeze the batch axis to this size.")
 @click.option("--fixed-seq", type=int, default=None, help="Freeze the text length to this many tokens.")

@@ -34,8 +34,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--qat-data", default=None, help="Images + captions for QAT (default: the reference train split).")
 @click.option("--qat-lr", type=float, default=1e-4, show_default=True)
 @click.option("--qat-batch", type=int, default=128, show_default=True)
-@click.option("--opset", type=int, default=18, show_default=True,
-              help="ONNX opset of the fp32 graph the ONNX methods start from (20: GELU is one op; faster on ORT).")
+@click.option("--opset", type=int, default=None,
+              help="ONNX opset of the fp32 graph the ONNX methods start from. Default: the export target's "
+                   "(onnx 20, tensorrt 18).")
 @click.option("--ort-fusion/--no-ort-fusion", default=True, show_default=True,
               help="onnxruntime: start from the graph with ORT's fused Attention/LayerNorm/GELU (fp32 and int8 "
                    "alike; the result then needs onnxruntime). --no-ort-fusion: plain ONNX ops.")

@@ -62,7 +62,7 @@ class QuantizeConfig:
     qat_lr: float = 1e-4
     qat_data: Optional[str] = None  # training images + captions; None: the reference train split
     name: Optional[str] = None  # display name written into the output bundle's manifest
-    opset: int = 18  # of the fp32 ONNX every ONNX method starts from (20: GELU as one op instead of five)
+    opset: Optional[int] = None  # of the fp32 ONNX every ONNX method starts from; None: the export target's default
     # onnxruntime: start from the graph with ORT's fused Attention / LayerNorm / GELU (`compact export onnx
     # --optimize`), fp32 and int8 alike; False: the plain ONNX graph any ONNX runtime reads.
     ort_fusion: bool = True

@@ -25,7 +25,9 @@ from export.towers import Tower
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 18
+# 20: GELU is one ONNX op (instead of Erf/Div/Mul/Add), 15-24% faster on ORT CPU for fp32 and int8 (measured on
+# the student); onnxruntime 1.32 and onnxruntime-web 1.30 (the browser app's test) run it.
+DEFAULT_OPSET = 20
 
 
 def export_onnx(tower: Tower, path: Path, opset: int = DEFAULT_OPSET, fuse_attention: bool = False) -> dict:
@@ -171,7 +173,8 @@ class OnnxTarget(ExportTarget):
 
     def export(self, tower: Tower, out: Path, cfg) -> list[Artifact]:
         path = out / f"{tower.name}.onnx"
-        info = export_onnx(tower, path, cfg.opset)
+        opset = cfg.opset or DEFAULT_OPSET
+        info = export_onnx(tower, path, opset)
         details = {**info, "ops": sum(op_counts(path).values()), "parity_runtime": "onnxruntime CPU"}
         arts = [Artifact(path.name, tower.name, "fp32", details)]
         if cfg.optimize:
@@ -184,7 +187,7 @@ class OnnxTarget(ExportTarget):
                 if fusable(tower.module):
                     tmp = out / f"{tower.name}.fused.tmp.onnx"
                     try:
-                        opt_info = export_onnx(tower, tmp, cfg.opset, fuse_attention=True)
+                        opt_info = export_onnx(tower, tmp, opset, fuse_attention=True)
                         src = tmp
                     except CompactError as e:  # keep the optimizer's other fusions on the plain graph
                         log.warning("%s; the optimised graph keeps unfused attention", e)
