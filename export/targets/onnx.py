@@ -36,18 +36,10 @@ def export_onnx(tower: Tower, path: Path, opset: int = DEFAULT_OPSET, fuse_atten
     if fuse_attention:
         return _export_fused(tower, path, opset)
     names = list(tower.input_names)
-    dyn = {n: {i: torch.export.Dim(v[0], min=v[1], max=v[2]) for i, v in tower.dynamic.get(n, {}).items()} or None
-           for n in names}
     errors = []
     with torch.no_grad():
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                prog = torch.onnx.export(tower.module, tower.example, str(path), dynamo=True, input_names=names,
-                                         output_names=[tower.output_name], opset_version=opset, verbose=False,
-                                         dynamic_shapes=dyn if tower.dynamic else None, optimize=True,
-                                         external_data=False)
-            if prog is not None and not path.exists():
-                prog.save(str(path))
+            _dynamo_export(tower, path, opset)
             return {"exporter": "dynamo", "opset": opset}
         except Exception as e:  # the dynamo exporter raises many types; fall back and keep the reason
             errors.append(f"dynamo: {_first_line(e)}")
@@ -72,23 +64,28 @@ def export_onnx(tower: Tower, path: Path, opset: int = DEFAULT_OPSET, fuse_atten
                        "Replace that op in the model, or export a model compact can convert (open_clip ViT, HF CLIP)")
 
 
-def _export_fused(tower: Tower, path: Path, opset: int) -> dict:
-    from export.ort_attention import fused_attention
-
+def _dynamo_export(tower: Tower, path: Path, opset: int, table: Optional[dict] = None) -> None:
     names = list(tower.input_names)
     dyn = {n: {i: torch.export.Dim(v[0], min=v[1], max=v[2]) for i, v in tower.dynamic.get(n, {}).items()} or None
            for n in names}
-    with torch.no_grad(), fused_attention(tower.module) as table, contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()):
+        prog = torch.onnx.export(tower.module, tower.example, str(path), dynamo=True, input_names=names,
+                                 output_names=[tower.output_name], opset_version=opset, verbose=False,
+                                 dynamic_shapes=dyn if tower.dynamic else None, optimize=True,
+                                 external_data=False, custom_translation_table=table)
+    if prog is not None and not path.exists():
+        prog.save(str(path))
+
+
+def _export_fused(tower: Tower, path: Path, opset: int) -> dict:
+    from export.ort_attention import fused_attention
+
+    with torch.no_grad(), fused_attention(tower.module) as table:
         try:
-            prog = torch.onnx.export(tower.module, tower.example, str(path), dynamo=True, input_names=names,
-                                     output_names=[tower.output_name], opset_version=opset, verbose=False,
-                                     dynamic_shapes=dyn if tower.dynamic else None, optimize=True,
-                                     external_data=False, custom_translation_table=table)
+            _dynamo_export(tower, path, opset, table)
         except Exception as e:  # the dynamo exporter raises many types
             raise CompactError(f"the {tower.name} tower could not be exported with fused attention "
                                f"({_first_line(e)}); export without --optimize") from None
-    if prog is not None and not path.exists():
-        prog.save(str(path))
     return {"exporter": "dynamo", "opset": opset, "fused_attention": op_counts(path).get("Attention", 0)}
 
 
