@@ -1,4 +1,4 @@
-"""`compact bench compare A B`: two bundles, or two runtimes on one bundle, timed interleaved in one process
+"""`compact bench compare A B`: two bundles, or two runtimes on one bundle, timed in alternating blocks in one process
 (A B B A A B ...), reported as the ratio of medians with a paired-bootstrap 95% CI (see `bench.harness`).
 
     res = compare_bundles("bundles/teacher-onnx", "bundles/student-onnx", CompareConfig(batch=8))

@@ -1,5 +1,5 @@
 """compact's ONNX export against a plain legacy `torch.onnx.export` of the same Hugging Face CLIP (ViT-B/32
-shape, random init: latency does not depend on the weights), both on onnxruntime CPU, timed interleaved in one
+shape, random init: latency does not depend on the weights), both on onnxruntime CPU, timed in alternating blocks in one
 process. Optimum's exporter is included when `optimum.exporters.onnx` imports (it does not install here without
 downgrading transformers 5 to 4.57, so it is reported as skipped).
 

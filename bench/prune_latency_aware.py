@@ -1,5 +1,5 @@
 """Latency-aware pruning against plain taylor at the same parameter budget: both pruned models' towers timed
-interleaved on ORT CPU in one process, plus their parameters and (optionally) per-language zero-shot.
+in alternating blocks on ORT CPU in one process, plus their parameters and (optionally) per-language zero-shot.
 
     python -m bench.prune_latency_aware                       # the reference teacher, keep 0.1 with --langs en
     python -m bench.prune_latency_aware --model runs/student --keep 0.7 --no-langs

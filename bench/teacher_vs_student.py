@@ -1,5 +1,5 @@
 """Teacher (ViT-B-32 architecture, random init: latency does not depend on the weights) against a compact
-student, per runtime, timed interleaved in one process (`bench.harness.compare_callables`).
+student, per runtime, timed in alternating blocks in one process (`bench.harness.compare_callables`).
 
     python -m bench.teacher_vs_student                                    # open_clip:ViT-B-32 vs runs/student
     python -m bench.teacher_vs_student --batch 1 --batch 8 --runtime onnxruntime --runtime openvino --runtime torch

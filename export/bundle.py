@@ -146,7 +146,7 @@ SHAPE_STUDY_SEQ = 16
 
 
 def _shape_study(target, prep: Prepared, cfg: ExportConfig, bundle: Path, files: list[dict]) -> dict:
-    """Fixed (batch 1, SHAPE_STUDY_SEQ tokens) against flexible shapes, timed interleaved on the target's runtime
+    """Fixed (batch 1, SHAPE_STUDY_SEQ tokens) against flexible shapes, timed in alternating blocks on the target's runtime
     with the same inputs. Both graphs come from the same model; only the shape contract differs."""
     import tempfile
 

@@ -47,7 +47,7 @@ def cli(verbose: int) -> None:
       compact quantize MODEL    int8 / bf16 / fp16 per tower, gated per language against fp32 (--auto picks)
       compact export T MODEL    ONNX / OpenVINO / Core ML / TensorRT-ready ONNX / ExecuTorch bundles, parity-checked
       compact bench run B...    latency per runtime (p50/p90/p99, throughput, RSS, size), reports and plots
-      compact bench compare A B two bundles interleaved in one process: the ratio with a 95% CI
+      compact bench compare A B two bundles side by side in one process: the ratio with a 95% CI
 
     """
     level = logging.WARNING - 10 * verbose

@@ -3,7 +3,7 @@ the lookup table the latency-aware importance divides by.
 
 The table holds, per tower and layer, the measured cost of one attention head, one FFN neuron and the whole
 layer: the tower is timed as it is and with half of that layer's heads (or neurons, or the layer) removed,
-interleaved in one process (`bench.harness.compare_callables`), and the time saved is divided by the units
+in alternating blocks in one process (`bench.harness.compare_callables`), and the time saved is divided by the units
 removed. Timing uses the same ONNX graphs `compact export onnx` writes, on ORT CPU.
 """
 
@@ -31,7 +31,7 @@ class LatencyConfig:
     batch: int = 8
     text_len: int = 16  # tokens per text in the timed batches
     threads: Optional[int] = None
-    seconds: float = 2.0  # cap per interleaved comparison
+    seconds: float = 2.0  # cap per side-by-side comparison
 
     def __post_init__(self) -> None:
         from compact.errors import CompactError
@@ -67,7 +67,7 @@ def tower_runner(model, tower: str, cfg: LatencyConfig, folder: Path) -> tuple[C
 
 
 def compare_models(a, b, cfg: LatencyConfig = LatencyConfig(), towers=("vision", "text")) -> dict:
-    """Per tower: ORT p50 of `a` and `b` timed interleaved, their ratio with a 95% CI, and ONNX file sizes."""
+    """Per tower: ORT p50 of `a` and `b` timed in alternating blocks, their ratio with a 95% CI, and ONNX file sizes."""
     from bench.harness import TimingConfig, compare_callables
 
     out = {}
