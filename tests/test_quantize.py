@@ -341,3 +341,10 @@ def test_onnxruntime_quantizes_the_fused_graph_unless_told_not_to(tmp_path, fusi
         assert ("runtime_only" in f) == fusion
     assert all(r["cosine_mean"] > 0.98 for r in rep["candidates"] if "cosine_mean" in r)
     _check_output(tmp_path / "q", "onnxruntime", rep)
+    # the bench (and `compact run`'s bench stage) skips runtimes that cannot read com.microsoft ops, with a reason
+    from bench.runtimes import get_runtime
+
+    manifest = read_manifest(bundle)
+    assert get_runtime("onnxruntime").accepts(manifest) is None
+    why = get_runtime("openvino").accepts(manifest)
+    assert (why is not None and "onnxruntime only" in why) == fusion

@@ -59,6 +59,11 @@ class BenchRuntime(NeedsPackages):
         """None when this runtime reads the bundle, else why not."""
         if self.targets and manifest.get("target") not in self.targets:
             return (f"{self.name} reads {'/'.join(self.targets)} bundles, this one is {manifest.get('target')!r}")
+        only = {f["runtime_only"]: f.get("runtime_only_reason", "") for f in manifest.get("files", [])
+                if f.get("runtime_only")}
+        if self.targets and only and self.name not in only:  # runtimes that read the graphs themselves
+            rt, why = next(iter(only.items()))
+            return f"this bundle's graphs run on {rt} only ({why}); {self.name} cannot read them"
         return None
 
     def version(self) -> str:

@@ -40,7 +40,8 @@ class QuantizeStageConfig:
     auto: bool = True
     max_drop: float = 1.0
     min_cosine: float = 0.99
-    eval_limit: int = 200  # val images for the per-language gate
+    eval_limit: Optional[int] = None  # val images for the per-language gate; None: the whole split (500 in
+    # reference-small): at 200 images one image is 0.5 points of a 1-point gate
     force: bool = False  # write even when the gate is breached (the report says so)
 
 

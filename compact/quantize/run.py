@@ -508,7 +508,8 @@ def _write_output(ctx: QuantContext, choice: dict, kept: dict, candidates: list[
                 (bundle / other["path"]).unlink(missing_ok=True)
         f = {k: v for k, v in base.items() if k != "optimized"}
         if base.get("optimized"):
-            f["runtime_only"] = "onnxruntime (com.microsoft fused ops)"
+            f["runtime_only"] = "onnxruntime"
+            f["runtime_only_reason"] = "ORT's com.microsoft fused ops: Attention, QAttention"
         method = choice.get(tower, "fp32")
         if method == "fp32":
             files.append(f)
