@@ -63,6 +63,8 @@ class ExportConfig:
     compare_shapes: bool = False
 
     def __post_init__(self) -> None:
+        if self.opset is not None:
+            check_opset(self.opset)
         if self.max_batch <= 0 or (self.fixed_batch is not None and self.fixed_batch <= 0):
             raise CompactError("batch sizes must be positive")
         if self.fixed_seq is not None and self.fixed_seq < 2:
@@ -70,6 +72,19 @@ class ExportConfig:
         if self.precision not in ("fp32", "fp16"):
             raise CompactError(f"precision {self.precision!r} is not one of fp32, fp16; int8 comes from "
                                "`compact quantize`")
+
+
+MIN_OPSET = 18  # torch's dynamo exporter writes opset 18 and newer; below that it silently writes 18
+
+
+def check_opset(opset: int) -> None:
+    """A one-line error for an opset the exporter cannot write (rather than a graph that says otherwise)."""
+    import onnx
+
+    top = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= top:
+        raise CompactError(f"--opset {opset} is not supported: use {MIN_OPSET}..{top} (default: 20 for onnx, "
+                           "18 for tensorrt)")
 
 
 def load_for_export(spec: str):

@@ -8,8 +8,8 @@ projection, the head split, the (causal) softmax attention and the head merge in
 Transpose/Split/Reshape chain (17-21% of the student image tower's ORT time) from fp32 and int8 graphs alike,
 and `quantize_dynamic` turns the node into `QAttention` (int8 qkv projection).
 
-    with fused_attention(tower.module):
-        torch.onnx.export(tower.module, ..., dynamo=True, custom_translation_table=TRANSLATIONS)
+    with fused_attention(tower.module) as table:
+        torch.onnx.export(tower.module, ..., dynamo=True, custom_translation_table=table)
 
 The graphs need onnxruntime (the op is not in the ONNX standard); the plain graphs stay the default export.
 """
@@ -26,12 +26,10 @@ from torch import nn
 
 @torch.library.custom_op("compact::ort_attention", mutates_args=())
 def ort_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, heads: int, causal: bool) -> torch.Tensor:
-    """Self-attention with a packed qkv projection: the same math as `compact_clip.Attention` minus `out`."""
-    B, T, _ = x.shape
-    hd = weight.shape[0] // 3 // heads
-    q, k, v = F.linear(x, weight, bias).view(B, T, 3, heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
-    y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    return y.transpose(1, 2).reshape(B, T, heads * hd)
+    """Self-attention with a packed qkv projection: `compact_clip.Attention` minus `out`."""
+    from compact.models.compact_clip import packed_attention
+
+    return packed_attention(F.linear(x, weight, bias), heads, causal)
 
 
 @ort_attention.register_fake
@@ -72,20 +70,22 @@ def _fused_forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
     return self.out(ort_attention(x, self.qkv.weight, self.qkv.bias, self.heads, causal))
 
 
-def fusable(module: nn.Module) -> int:
-    """How many attention blocks of `module` the fused export replaces."""
+def _blocks(module: nn.Module) -> list:
     from compact.models.compact_clip import Attention
 
-    return sum(isinstance(m, Attention) and m.qkv.bias is not None for m in module.modules())
+    return [m for m in module.modules() if isinstance(m, Attention) and m.qkv.bias is not None]
+
+
+def fusable(module: nn.Module) -> int:
+    """How many attention blocks of `module` the fused export replaces."""
+    return len(_blocks(module))
 
 
 @contextlib.contextmanager
 def fused_attention(module: nn.Module) -> Iterator[dict]:
     """Within the block, every `compact_clip.Attention` of `module` runs as the custom op; yields the
     exporter's custom translation table."""
-    from compact.models.compact_clip import Attention
-
-    patched = [m for m in module.modules() if isinstance(m, Attention) and m.qkv.bias is not None]
+    patched = _blocks(module)
     for m in patched:
         m.forward = _fused_forward.__get__(m)
     try:

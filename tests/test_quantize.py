@@ -178,7 +178,13 @@ def test_bad_inputs(tmp_path):
     r = run(cli, ["quantize", str(tmp_path / "m"), "-o", str(tmp_path / "q"), "--runtime", "torch", "--auto",
                   "--qat-steps", "0"])
     assert r.exit_code != 0 and "must be positive" in r.output
-    assert not (tmp_path / "q").exists()
+    for opset in ("5", "99"):  # torch would silently write 18 for 5; the manifest would have said 5
+        r = run(cli, ["quantize", str(tmp_path / "m"), "-o", str(tmp_path / "q"), "--auto", "--opset", opset])
+        assert r.exit_code != 0 and f"--opset {opset} is not supported: use 18.." in r.output
+        assert "Traceback" not in r.output
+        r = run(cli, ["export", "onnx", str(tmp_path / "m"), "-o", str(tmp_path / "e"), "--opset", opset])
+        assert r.exit_code != 0 and f"--opset {opset} is not supported" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "q").exists() and not (tmp_path / "e").exists()
     r = run(cli, ["quantize", "--list"])
     assert r.exit_code == 0 and "ort_static_qdq" in r.output and "torchao_qat_int8" in r.output
 

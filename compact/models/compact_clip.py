@@ -27,10 +27,16 @@ class Attention(nn.Module):
         self.out = nn.Linear(inner, width)
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        B, T, _ = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, nh, T, hs)
-        return self.out(y.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))
+        return self.out(packed_attention(self.qkv(x), self.heads, causal))
+
+
+def packed_attention(qkv: torch.Tensor, heads: int, causal: bool) -> torch.Tensor:
+    """(B, T, 3 * heads * hs) packed q/k/v -> (B, T, heads * hs): split the heads, SDPA, merge them."""
+    B, T, _ = qkv.shape
+    hs = qkv.shape[-1] // 3 // heads
+    q, k, v = qkv.view(B, T, 3, heads, hs).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hs)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, nh, T, hs)
+    return y.transpose(1, 2).reshape(B, T, heads * hs)
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:

@@ -67,6 +67,11 @@ class QuantizeConfig:
     # --optimize`), fp32 and int8 alike; False: the plain ONNX graph any ONNX runtime reads.
     ort_fusion: bool = True
 
+    @property
+    def fused_ort(self) -> bool:
+        """The fp32 base (and so every candidate) is the ORT-fused graph."""
+        return self.runtime == "onnxruntime" and self.ort_fusion
+
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
             raise CompactError(f"unknown runtime {self.runtime!r}; choose one of {', '.join(RUNTIMES)}")
@@ -79,6 +84,10 @@ class QuantizeConfig:
             raise CompactError("--max-drop must be >= 0 and --min-cosine in (0, 1]")
         if self.latency_batch <= 0 or self.calib_images <= 0 or self.calib_texts_per_lang <= 0:
             raise CompactError("batch and calibration sizes must be positive")
+        if self.opset is not None:
+            from export.bundle import check_opset
+
+            check_opset(self.opset)
         if self.qat_steps is not None and self.runtime != "torch":
             raise CompactError("--qat-steps is for --runtime torch (torchao QAT); drop it or switch the runtime")
         if (self.qat_steps is not None and self.qat_steps <= 0) or self.qat_batch <= 0 or self.qat_lr <= 0:
@@ -140,7 +149,7 @@ class QuantContext:
         from export.bundle import read_manifest
 
         files = [f for f in read_manifest(self.fp32_bundle)["files"] if f["tower"] == tower]
-        fused = [f for f in files if f.get("optimized")] if self.cfg.runtime == "onnxruntime" and self.cfg.ort_fusion else []
+        fused = [f for f in files if f.get("optimized")] if self.cfg.fused_ort else []
         return fused[0] if fused else next(f for f in files if not f.get("optimized"))
 
     def fp32_file(self, tower: str) -> Path:
@@ -295,7 +304,7 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
         if cfg.runtime in BASE_TARGET:
             ctx.fp32_bundle = work / "fp32"
             export_model(base, BASE_TARGET[cfg.runtime], ctx.fp32_bundle, source=source,
-                         cfg=ExportConfig(opset=cfg.opset, optimize=cfg.runtime == "onnxruntime" and cfg.ort_fusion))
+                         cfg=ExportConfig(opset=cfg.opset, optimize=cfg.fused_ort))
         ctx.fp32_runners = _fp32_runners(ctx)
         if progress:
             progress("calibration", 1, 1)
@@ -504,7 +513,7 @@ def _write_output(ctx: QuantContext, choice: dict, kept: dict, candidates: list[
         base = ctx.fp32_entry(tower) if tower in ctx.towers else \
             next(f for f in manifest["files"] if f["tower"] == tower and not f.get("optimized"))
         for other in manifest["files"]:
-            if other["tower"] == tower and other is not base and other["path"] != base["path"]:
+            if other["tower"] == tower and other["path"] != base["path"]:
                 (bundle / other["path"]).unlink(missing_ok=True)
         f = {k: v for k, v in base.items() if k != "optimized"}
         if base.get("optimized"):

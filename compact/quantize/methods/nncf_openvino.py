@@ -12,14 +12,18 @@ class NncfOpenVino(QuantMethod):
     packages = ("nncf", "openvino")
     extra = "nncf"
     description = "nncf.quantize on the OpenVINO IR, ModelType.TRANSFORMER, per-language calibration"
+    precision_hint = "f32"  # OpenVINO INFERENCE_PRECISION_HINT for the layers NNCF leaves in float
+    precision = "int8"
 
     def quantize(self, ctx, tower: str) -> Candidate:
         from export.targets.openvino import compile_ir, compiled_runner
 
         dst = ctx.work / f"{tower}.{self.name}.xml"
         details = quantize_ir(ctx, tower, dst)
-        run = compiled_runner(compile_ir(dst, "f32", ctx.threads()))
-        return Candidate(self.name, tower, run, "int8", [dst, dst.with_suffix(".bin")], details)
+        if self.precision_hint != "f32":
+            details["inference_precision"] = self.precision_hint  # the manifest records it; runners honour it
+        run = compiled_runner(compile_ir(dst, self.precision_hint, ctx.threads()))
+        return Candidate(self.name, tower, run, self.precision, [dst, dst.with_suffix(".bin")], details)
 
 
 def quantize_ir(ctx, tower: str, dst) -> dict:
