@@ -48,8 +48,13 @@ class TimingConfig:
     # (AB BA AB ...). Alternating call by call is wrong wherever a runtime keeps its worker threads spinning after
     # a call (onnxruntime, OpenVINO/TBB, OpenMP): the idle pool of one steals cores from the other's next call.
     # On 2 cores that moved a measured int8/fp32 ratio from 1.14x (each timed alone) to 1.61x.
+    # The untimed settle lasts at least `settle` calls and `settle_s` seconds: onnxruntime's idle pool slowed the
+    # other session's calls for 35-60 ms after a switch here (10-15 calls of a 3 ms graph), so a count alone
+    # left most of a block contaminated (student text tower, 127 tokens: fp32 3.6 / int8 3.2 ms timed that way,
+    # 3.0 / 2.2 ms in steady state).
     block: int = 8
     settle: int = 2
+    settle_s: float = 0.15
 
     def __post_init__(self) -> None:
         if self.iters is not None and self.iters <= 0:
@@ -66,8 +71,9 @@ class TimingConfig:
             raise CompactError(f"target_ci is a fraction of the median in (0, 1), got {self.target_ci}")
         if self.max_seconds <= 0:
             raise CompactError(f"max_seconds must be positive, got {self.max_seconds}")
-        if self.block <= 0 or self.settle < 0:
-            raise CompactError(f"block must be positive and settle zero or more, got {self.block}, {self.settle}")
+        if self.block <= 0 or self.settle < 0 or self.settle_s < 0:
+            raise CompactError(f"block must be positive and settle, settle_s zero or more, got {self.block}, "
+                               f"{self.settle}, {self.settle_s}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -235,7 +241,7 @@ def compare_callables(fn_a: Callable[[], object], fn_b: Callable[[], object],
                       cfg: TimingConfig = TimingConfig()) -> RatioStats:
     """Time a and b in one process, alternating blocks (AB BA AB ...: each round swaps who goes first), so load,
     clock and thermal drift hit both alike while each block runs in its own steady state: the first `settle`
-    calls of a block are untimed. Stops when the ratio's CI is within ±target_ci, or at the caps."""
+    calls, and at least `settle_s` seconds, of a block are untimed. Stops when the ratio's CI is within ±target_ci, or at the caps."""
     clock = time.perf_counter
     with pinned_threads(cfg.threads):
         for _ in range(cfg.warmup):
@@ -253,8 +259,10 @@ def compare_callables(fn_a: Callable[[], object], fn_b: Callable[[], object],
             n = min(cfg.block, limit - len(sa))
             for is_a in ((True, False) if rounds % 2 == 0 else (False, True)):
                 fn, out = (fn_a, sa) if is_a else (fn_b, sb)
-                for _ in range(cfg.settle):
+                settled, t_switch = 0, clock()
+                while settled < cfg.settle or clock() - t_switch < cfg.settle_s:
                     fn()
+                    settled += 1
                 for _ in range(n):
                     t0 = clock()
                     fn()
