@@ -197,8 +197,11 @@ def time_callable(fn: Callable[[], object], cfg: TimingConfig = TimingConfig()) 
     """Time `fn()` per call (seconds) under `cfg`'s warm-up and stopping rule."""
     clock = time.perf_counter
     with pinned_threads(cfg.threads):
-        for _ in range(cfg.warmup):
+        # The warm-up also lasts `settle_s` (when there is one): a runtime timed just before may still hold cores.
+        done, t_start = 0, clock()
+        while done < cfg.warmup or (cfg.warmup and clock() - t_start < cfg.settle_s):
             fn()
+            done += 1
         samples: list[float] = []
         append = samples.append
         fixed = cfg.iters is not None

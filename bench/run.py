@@ -129,13 +129,18 @@ def bench_pair(bundle: Path, manifest: dict, rt: BenchRuntime, cfg: BenchConfig,
     rcfg = RuntimeConfig(threads=threads, model=cfg.model)
     tokenizer = load_tokenizer(bundle, manifest) if "text" in cfg.towers else None
     towers = {}
-    precision = "fp32"
+    precisions = {}
     for tower in cfg.towers:
         if not any(f["tower"] == tower for f in manifest["files"]):
             continue
         entry = rt.entry(manifest, tower)
-        precision = entry.get("precision", precision)
+        precisions[tower] = entry.get("precision", "fp32")
         towers[tower] = _bench_tower(bundle, manifest, rt, tower, entry, rcfg, cfg, tokenizer, progress, stage)
+        towers[tower]["precision"] = precisions[tower]
+    # One name for the pair (report rows, file names); towers quantized differently read e.g. "image-int8.text-fp32"
+    # (it said the last tower's precision, so a bundle with an int8 image tower was listed as fp32).
+    kinds = set(precisions.values())
+    precision = kinds.pop() if len(kinds) == 1 else ".".join(f"{t}-{p}" for t, p in precisions.items())
     out = {
         "kind": "compact-bench", "model": model_name(manifest, bundle), "bundle": str(bundle),
         "target": manifest.get("target"), "source": manifest.get("source"), "runtime": rt.name,

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from bench.harness import TimingConfig, compare_callables, median_ci, percentile, time_callable
 from bench.runtimes import RuntimeConfig, get_runtime, list_runtimes
 from compact.errors import CompactError
-from helpers import only_packages_env
+from helpers import only_packages_env, tiny_compact
 
 QUICK = TimingConfig(warmup=1, min_iters=5, max_iters=20, max_seconds=0.2)
 
@@ -351,3 +351,18 @@ def test_device_bundle_runs_with_only_onnxruntime_and_numpy_and_merges(bundles, 
     assert (merged / "latency.png").stat().st_size > 0 and "onnxruntime" in (merged / "report.md").read_text()
     res = _invoke("report", tmp_path / "nothing.json", "-o", merged)
     assert res.exit_code != 0 and "does not exist" in res.output
+
+
+def test_quantize_width_shapes_and_students():
+    from bench.quantize_width import parse_shapes, student_at
+    from compact.models.compact_clip import count_parameters
+
+    assert parse_shapes("96x3, 128X2") == [(96, 3), (128, 2)]
+    for bad in ("96", "100x3", "96x0", "", "axb"):
+        with pytest.raises(CompactError, match="WIDTHxDEPTH|empty"):
+            parse_shapes(bad)
+    base = tiny_compact()
+    s = student_at(base, 64, 2)
+    assert s.cfg.vision.width == s.cfg.text.width == 64 and s.cfg.text.depth == s.cfg.vision.depth == 2
+    assert s.cfg.text.heads == 2 and s.cfg.text.mlp_dim == 256 and s.cfg.text.vocab_size == base.cfg.text.vocab_size
+    assert count_parameters(s) > count_parameters(student_at(base, 32, 2))

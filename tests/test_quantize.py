@@ -19,8 +19,8 @@ from compact.quantize.overflow import overflow_scan
 from compact.quantize.run import GateError, QuantizeConfig, run_quantize
 from helpers import tiny_compact
 
-FAST = dict(eval_data=None, timing_iters=5, calib_images=16, calib_texts_per_lang=8,
-            method_options={"compile": False})
+FAST = dict(eval_data=None, timing_iters=5, calib_images=16, calib_texts_per_lang=8)
+EAGER = {"method_options": {"compile": False}}  # torch methods: time eagerly (no torch.compile) in unit tests
 
 
 def _usable(name):
@@ -43,7 +43,8 @@ def test_every_method(name, tmp_path, request):
     m = METHODS[name]
     if name in TRAINING:
         request.getfixturevalue("quick_reference")
-    cfg = QuantizeConfig(runtime=m.runtime, methods=(name,), force=True, **FAST, **TRAINING.get(name, {}))
+    cfg = QuantizeConfig(runtime=m.runtime, methods=(name,), force=True, **FAST, **TRAINING.get(name, {}),
+                         **(EAGER if "compile" in m.options else {}))
     rep = run_quantize(tiny_compact(), cfg, tmp_path / "q")
     rows = [r for r in rep["candidates"] if r["method"] == name]
     assert {r["tower"] for r in rows} == {"image", "text"}
@@ -187,6 +188,25 @@ def test_bad_inputs(tmp_path):
     assert not (tmp_path / "q").exists() and not (tmp_path / "e").exists()
     r = run(cli, ["quantize", "--list"])
     assert r.exit_code == 0 and "ort_static_qdq" in r.output and "torchao_qat_int8" in r.output
+    assert "--method-option nbits=" in r.output
+    r = run(cli, ["quantize", str(tmp_path / "m"), "-o", str(tmp_path / "q"), "--method", "ort_dynamic_int8",
+                  "--method-option", "nbits=4"])
+    assert r.exit_code != 0 and "method option(s) ['nbits'] are read by none of ['ort_dynamic_int8']" in r.output
+    r = run(cli, ["quantize", str(tmp_path / "m"), "-o", str(tmp_path / "q"), "--auto", "--method-option", "nbits"])
+    assert r.exit_code != 0 and "is not KEY=VALUE" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "q").exists()
+
+
+def test_method_options_parse_and_reach_the_method(tmp_path):
+    from compact.cli.quantize import parse_method_options
+
+    assert parse_method_options(["nbits=4", "op_types=MatMul,Gemm", "compile=false", "high_precision=fp16"]) == {
+        "nbits": 4, "op_types": ["MatMul", "Gemm"], "compile": False, "high_precision": "fp16"}
+    _usable("ort_static_qdq")
+    cfg = QuantizeConfig(runtime="onnxruntime", methods=("ort_static_qdq",), force=True, towers=("image",),
+                         method_options=parse_method_options(["op_types=MatMul"]), **FAST)
+    (row,) = run_quantize(tiny_compact(), cfg, tmp_path / "q")["candidates"]
+    assert row["details"]["op_types"] == ["MatMul"] and row["cosine_mean"] > 0.99
 
 
 def test_missing_package_names_the_extra(tmp_path, monkeypatch):
@@ -209,7 +229,7 @@ def test_qat_recovery_retrains_the_tower_and_reloads(quick_reference, tmp_path):
 
     model = tiny_compact()
     cfg = QuantizeConfig(runtime="torch", methods=("torchao_qat_int8",), towers=("text",), force=True,
-                         qat_steps=40, qat_batch=32, qat_lr=1e-3, qat_data="reference-quick", **FAST)
+                         qat_steps=40, qat_batch=32, qat_lr=1e-3, qat_data="reference-quick", **FAST, **EAGER)
     rep = run_quantize(model, cfg, tmp_path / "q")
     (row,) = rep["candidates"]
     qat = row["details"]["qat"]
@@ -354,3 +374,22 @@ def test_onnxruntime_quantizes_the_fused_graph_unless_told_not_to(tmp_path, fusi
     assert get_runtime("onnxruntime").accepts(manifest) is None
     why = get_runtime("openvino").accepts(manifest)
     assert (why is not None and "onnxruntime only" in why) == fusion
+
+
+def test_bench_names_a_bundle_whose_towers_differ_in_precision(tmp_path):
+    """Auto mode may quantize one tower and keep the other fp32; the bench reports each tower's precision and
+    names the pair after both (it used to take the last tower's, listing an int8 image tower as fp32)."""
+    _usable("ort_dynamic_int8")
+    from bench.harness import TimingConfig
+    from bench.report import rows
+    from bench.run import BenchConfig, bench_pair
+    from bench.runtimes import get_runtime
+    from export.bundle import read_manifest
+
+    cfg = QuantizeConfig(runtime="onnxruntime", methods=("ort_dynamic_int8",), towers=("image",), force=True, **FAST)
+    run_quantize(tiny_compact(), cfg, tmp_path / "q")
+    bundle = tmp_path / "q" / "bundle"
+    bcfg = BenchConfig(batch_sizes=(1,), timing=TimingConfig(warmup=1, iters=3), end_to_end=False)
+    res = bench_pair(bundle, read_manifest(bundle), get_runtime("onnxruntime"), bcfg)
+    assert res["precision"] == "image-int8.text-fp32"
+    assert {r["tower"]: r["precision"] for r in rows([res])} == {"image": "int8", "text": "fp32"}

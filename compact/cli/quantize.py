@@ -40,10 +40,13 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--ort-fusion/--no-ort-fusion", default=True, show_default=True,
               help="onnxruntime: start from the graph with ORT's fused Attention/LayerNorm/GELU (fp32 and int8 "
                    "alike; the result then needs onnxruntime). --no-ort-fusion: plain ONNX ops.")
+@click.option("--method-option", "method_options", multiple=True, metavar="KEY=VALUE",
+              help="An option a method reads (repeatable), e.g. nbits=4 or op_types=MatMul,Gemm; --list shows them.")
 @click.option("--list", "list_only", is_flag=True, help="List the methods and exit.")
 @click.option("--overwrite", is_flag=True)
 def quantize(model, out, runtime, methods, auto, towers, calib, calib_images, eval_data, eval_limit, max_drop,
-             min_cosine, force, threads, qat_steps, qat_data, qat_lr, qat_batch, opset, ort_fusion, list_only, overwrite) -> None:
+             min_cosine, force, threads, qat_steps, qat_data, qat_lr, qat_batch, opset, ort_fusion, method_options,
+             list_only, overwrite) -> None:
     """Quantize MODEL for a runtime, gated per tower and per language against fp32.
 
     \b
@@ -63,6 +66,8 @@ def quantize(model, out, runtime, methods, auto, towers, calib, calib_images, ev
             why = m.missing()
             console.print(f"{name:<26} {m.runtime:<12} {m.description}" + (f"  [skipped: {why}]" if why else ""),
                           soft_wrap=True)
+            for key, what in m.options.items():
+                console.print(f"{'':<26} --method-option {key}=...: {what}", soft_wrap=True)
         return
     if not model or not out:
         raise CompactError("give MODEL and -o OUT (or --list)")
@@ -73,11 +78,31 @@ def quantize(model, out, runtime, methods, auto, towers, calib, calib_images, ev
                          calib_images=calib_images, eval_data=eval_data or None, eval_limit=eval_limit,
                          max_drop=max_drop, min_cosine=min_cosine, force=force, threads=threads, overwrite=overwrite,
                          qat_steps=qat_steps, qat_data=qat_data, qat_lr=qat_lr, qat_batch=qat_batch, opset=opset,
-                         ort_fusion=ort_fusion)
+                         ort_fusion=ort_fusion, method_options=parse_method_options(method_options))
     with stage_bars() as bars:
         rep = run_quantize(model, cfg, out, progress=bars.simple)
     _print_report(rep)
     console.print(f"saved to {out}")
+
+
+def parse_method_options(pairs) -> dict:
+    """["nbits=4", "op_types=MatMul,Gemm", "compile=false"] -> {"nbits": 4, "op_types": ["MatMul", "Gemm"],
+    "compile": False}: a JSON value where the text is one, a list where it has commas, else the string."""
+    import json
+
+    from compact.errors import CompactError
+
+    out = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip() or not raw.strip():
+            raise CompactError(f"--method-option {pair!r} is not KEY=VALUE, e.g. --method-option nbits=4")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = [v.strip() for v in raw.split(",") if v.strip()] if "," in raw else raw.strip()
+        out[key.strip()] = value
+    return out
 
 
 def _print_report(rep: dict) -> None:

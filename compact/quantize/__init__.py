@@ -45,6 +45,7 @@ class QuantMethod(NeedsPackages):
     description: str = ""
     kind = "quantization method"
     needs_opt_in: str = ""  # e.g. "--qat-steps N": auto mode tries the method only when `opted_in(cfg)`
+    options: dict[str, str] = {}  # the `method_options` keys it reads (`--method-option KEY=VALUE`) -> what they do
 
     def opted_in(self, cfg) -> bool:
         """Whether `--auto` (with no methods named) may try this method under `cfg`."""

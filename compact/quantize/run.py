@@ -274,6 +274,11 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
     if wrong:
         raise CompactError(f"method(s) {wrong} run on another runtime than {cfg.runtime}; pick from "
                            f"{list_methods(cfg.runtime)}")
+    unknown = sorted(set(cfg.method_options) - {k for m in methods for k in m.options})
+    if unknown:
+        known = {m.name: sorted(m.options) for m in methods if m.options}
+        raise CompactError(f"method option(s) {unknown} are read by none of {names}; "
+                           f"options they read: {known or 'none'}")
     skipped = {}
     usable = []
     for m in methods:

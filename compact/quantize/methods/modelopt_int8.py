@@ -26,6 +26,7 @@ class ModeloptInt8(QuantMethod):
     packages = ("modelopt", "onnxruntime", "onnxconverter_common", "onnxslim")
     extra = "trt-quant"
     description = "TensorRT QDQ via NVIDIA modelopt ONNX PTQ (int8, max calibration, TensorRT placement)"
+    options = {"high_precision": "dtype of the layers left unquantized: fp32 (default) or fp16"}
 
     def quantize(self, ctx, tower: str) -> Candidate:
         import numpy as np

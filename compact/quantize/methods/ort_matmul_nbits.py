@@ -16,6 +16,7 @@ class OrtMatMulNBits(QuantMethod):
     packages = ("onnxruntime",)
     extra = "onnx"
     description = "onnxruntime MatMulNBits, int8 block-32 weights, int8 compute (accuracy_level 4)"
+    options = {"nbits": "weight bits, 8 (default) or 4", "block_size": "weights per scale block (default 32)"}
 
     def quantize(self, ctx, tower: str) -> Candidate:
         import onnx

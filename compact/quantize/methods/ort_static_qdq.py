@@ -40,6 +40,7 @@ class OrtStaticQDQ(QuantMethod):
     extra = "onnx"
     description = "onnxruntime quantize_static, QDQ, per-channel, MatMul/Gemm/Conv, quant_pre_process first"
     op_types = ("MatMul", "Gemm", "Conv")
+    options = {"op_types": "the ops to quantize, e.g. MatMul,Gemm (default MatMul,Gemm,Conv)"}
 
     def quantize(self, ctx, tower: str) -> Candidate:
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -50,7 +51,8 @@ class OrtStaticQDQ(QuantMethod):
         pre = ctx.work / f"{tower}.pre.onnx"
         dst = ctx.work / f"{tower}.{self.name}.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        op_types = list(ctx.cfg.method_options.get("op_types", self.op_types))
+        op_types = ctx.cfg.method_options.get("op_types", self.op_types)
+        op_types = [op_types] if isinstance(op_types, str) else list(op_types)
         batches = static_qdq(ctx, tower, pre, dst, op_types, "QUInt8")
         run = session_runner(ort_session(dst, ctx.threads()))
         return Candidate(self.name, tower, run, "int8", [dst],

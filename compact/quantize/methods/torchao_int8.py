@@ -30,6 +30,7 @@ def quantize_module(module: torch.nn.Module, kind: str) -> torch.nn.Module:
 
 
 class _TorchAO(QuantMethod):
+    options = {"compile": "time under torch.compile (default true; false: eager)"}
     runtime = "torch"
     packages = ("torchao",)
     extra = "torchao"

@@ -116,6 +116,7 @@ class TorchAOQATInt8(QuantMethod):
     packages = ("torchao",)
     extra = "torchao"
     description = "torchao QAT (int8 dyn-act/int8 weight fake quant) + distillation recovery, then int8 dynamic"
+    options = {"compile": "time under torch.compile (default true; false: eager)"}
     needs_opt_in = "--qat-steps N"  # auto mode tries it only when the user gives a step budget
 
     def opted_in(self, cfg) -> bool:

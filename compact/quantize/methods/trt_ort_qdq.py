@@ -15,6 +15,7 @@ class TrtOrtQDQ(QuantMethod):
     extra = "onnx"
     description = "TensorRT QDQ via onnxruntime quantize_static: symmetric int8, per-channel, GEMM inputs only"
     op_types = ("MatMul", "Gemm", "Conv")
+    options = {"op_types": "the ops to quantize, e.g. MatMul,Gemm (default MatMul,Gemm,Conv)"}
 
     def quantize(self, ctx, tower: str) -> Candidate:
         from compact.quantize.methods.ort_static_qdq import static_qdq
@@ -23,7 +24,8 @@ class TrtOrtQDQ(QuantMethod):
 
         src = ctx.fp32_file(tower)
         dst = ctx.work / f"{tower}.{self.name}.trt.onnx"
-        op_types = list(ctx.cfg.method_options.get("op_types", self.op_types))
+        op_types = ctx.cfg.method_options.get("op_types", self.op_types)
+        op_types = [op_types] if isinstance(op_types, str) else list(op_types)
         # No quant_pre_process: it would rewrite the TRT-ready graph (folded, profile-checked) that export made.
         batches = static_qdq(ctx, tower, src, dst, op_types, "QInt8", {
             "ActivationSymmetric": True, "WeightSymmetric": True, "QDQKeepRemovableActivations": False,
