@@ -122,7 +122,8 @@ def test_fixed_shapes(fixed_bundle):
     # the manifest's own input entries describe the package, not the dynamic torch tower
     assert text["inputs"][0] == {"name": "input_ids", "dtype": "int32", "shape": [1, 24], "dynamic_axes": {}}
     ops = image["structure"]["ops"]
-    assert ops["linear"] == 9 and ops["layer_norm"] == 6 and ops["softmax"] == 2 and ops["conv"] == 1
+    # 2 blocks x (qkv, out, fc1, fc2) + projection, the pooled last block's qkv split into q and kv: 10
+    assert ops["linear"] == 10 and ops["layer_norm"] == 6 and ops["softmax"] == 2 and ops["conv"] == 1
     assert text["structure"]["ops"]["gather"] >= 1  # the token embedding
     # parity ran on lengths other than 24 and batches other than 1: the runner padded them as a caller must
     assert set(text["parity"]["per_language"]["en"]["lengths"]) == {"context", "natural", "short"}
@@ -143,7 +144,7 @@ def test_metadata_and_validation(fixed_bundle, tmp_path):
 
     image, text = tiny_towers()
     report = validate_mlpackage(out / "text.mlpackage", text, [(1, 24)], embed_dim=32)
-    assert report["ops"]["linear"] == 9
+    assert report["ops"]["linear"] == 10
     with pytest.raises(CompactError, match="has inputs"):
         validate_mlpackage(out / "image.mlpackage", text)
     with pytest.raises(CompactError, match="accepts"):

@@ -101,3 +101,48 @@ def test_weights_from_other_model(saved, tmp_path):
     (path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelFormatError, match="does not match config.json"):
         load_model(path)
+
+
+def _full_compute(model, pixels, ids, mask):
+    """Every block over every token, then pool: what the towers computed before the pooled-token last block."""
+    v, t = model.visual, model.text
+    x = v.patch(pixels).flatten(2).transpose(1, 2)
+    x = v.ln_pre(torch.cat([v.cls.expand(x.shape[0], -1, -1), x], dim=1) + v.pos)
+    for blk in v.blocks:
+        x = blk(x)
+    img = v.proj(v.ln_post(x[:, 0]))
+    x = t.tok(ids) + t.pos[:, : ids.shape[1]]
+    for blk in t.blocks:
+        x = blk(x, causal=True)
+    x = t.ln_final(x)
+    if t.cfg.pooling == "mean":
+        w = mask.unsqueeze(-1).float()
+        pooled = (x * w).sum(1) / w.sum(1)
+    elif t.cfg.pooling == "first":
+        pooled = x[:, 0]
+    else:
+        pooled = x[torch.arange(x.shape[0]), mask.sum(1) - 1]
+    return img, t.proj(pooled)
+
+
+@pytest.mark.parametrize("pooling", ["eos", "first", "mean"])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_last_block_computes_the_pooled_token_only_with_the_same_numbers(pooling, depth):
+    """The last block computes only the token that is pooled (its query, out-projection and MLP; keys and values
+    for all tokens, causal in the text tower): same embeddings as running it over every token, padded rows too."""
+    import dataclasses
+
+    from compact.models.compact_clip import CompactCLIP
+
+    base = tiny_compact()
+    cfg = dataclasses.replace(base.cfg, vision=dataclasses.replace(base.cfg.vision, depth=depth),
+                              text=dataclasses.replace(base.cfg.text, depth=depth, pooling=pooling))
+    torch.manual_seed(1)
+    model = CompactCLIP(cfg, base.tokenizer).eval()
+    tb = model.tokenize(TEXTS).trimmed()
+    assert len(set(tb.mask.sum(1).tolist())) > 1  # rows of different lengths: padding after the EOS
+    pixels = torch.randn(len(TEXTS), 3, 32, 32)
+    with torch.no_grad():
+        ref_img, ref_txt = _full_compute(model, pixels, tb.ids, tb.mask)
+        torch.testing.assert_close(model.encode_image(pixels), ref_img, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.encode_text(tb.ids, tb.mask), ref_txt, atol=1e-5, rtol=1e-5)
