@@ -51,6 +51,8 @@ class _Layers:
 
 
 def _check_layers(c: _Layers, tower: str) -> None:
+    if c.depth < 1:
+        raise ModelFormatError(f"{tower}.depth must be >= 1 (got {c.depth}); a tower needs at least one block")
     for name in ("heads", "mlp_dim"):
         v = getattr(c, name)
         if isinstance(v, list) and len(v) != c.depth:
