@@ -65,7 +65,7 @@ def test_shipped_recipes_validate():
     from compact.distill.recipe import shipped_recipes
 
     names = shipped_recipes()
-    assert {"reference", "reference-quick"} <= set(names)
+    assert {"reference", "reference-quick", "reference-w128"} <= set(names)
     for name in names:
         r = load_recipe(name)
         assert r.stages and r.langs
