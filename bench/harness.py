@@ -193,15 +193,20 @@ def _next_check(n: int) -> int:
     return n + max(5, n // 8)
 
 
+def _untimed(fn: Callable[[], object], calls: int, seconds: float) -> None:
+    """Call `fn` untimed at least `calls` times and for at least `seconds`."""
+    done, start = 0, time.perf_counter()
+    while done < calls or time.perf_counter() - start < seconds:
+        fn()
+        done += 1
+
+
 def time_callable(fn: Callable[[], object], cfg: TimingConfig = TimingConfig()) -> TimingStats:
     """Time `fn()` per call (seconds) under `cfg`'s warm-up and stopping rule."""
     clock = time.perf_counter
     with pinned_threads(cfg.threads):
         # The warm-up also lasts `settle_s` (when there is one): a runtime timed just before may still hold cores.
-        done, t_start = 0, clock()
-        while done < cfg.warmup or (cfg.warmup and clock() - t_start < cfg.settle_s):
-            fn()
-            done += 1
+        _untimed(fn, cfg.warmup, cfg.settle_s if cfg.warmup else 0.0)
         samples: list[float] = []
         append = samples.append
         fixed = cfg.iters is not None
@@ -262,10 +267,7 @@ def compare_callables(fn_a: Callable[[], object], fn_b: Callable[[], object],
             n = min(cfg.block, limit - len(sa))
             for is_a in ((True, False) if rounds % 2 == 0 else (False, True)):
                 fn, out = (fn_a, sa) if is_a else (fn_b, sb)
-                settled, t_switch = 0, clock()
-                while settled < cfg.settle or clock() - t_switch < cfg.settle_s:
-                    fn()
-                    settled += 1
+                _untimed(fn, cfg.settle, cfg.settle_s)
                 for _ in range(n):
                     t0 = clock()
                     fn()

@@ -12,9 +12,10 @@ Writes runs/bench/onnx_vs_legacy.json and prints a Markdown table (speed-up = le
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
+
+from bench.report import publish
 
 import numpy as np
 import torch
@@ -120,10 +121,7 @@ def main(argv=None) -> None:
         lines.append(f"| {r['tower']} | {r['batch']} | {r['legacy_ms']:.2f} | {r['compact_ms']:.2f} | {r['speedup']:.2f}x "
                      f"({r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}) | {r['cosine_min']:.5f} | {r['legacy_ops']} / {r['compact_ops']} |")
     lines.append(f"\nOptimum: {result['optimum']}")
-    print("\n".join(lines))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "onnx_vs_legacy.json").write_text(json.dumps(result, indent=1))
+    publish("\n".join(lines), Path(args.out), "onnx_vs_legacy", result)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ Writes runs/bench/prune_latency_aware.json and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
+
+from bench.report import publish
 
 
 def main(argv=None) -> None:
@@ -51,12 +52,7 @@ def main(argv=None) -> None:
         zs = r["zero_shot"] or {}
         lines.append(f"\n{m}: {r['parameters']['total']:,} parameters; zero-shot after pruning (no recovery): "
                      + ", ".join(f"{k} {100 * v:.1f}" for k, v in zs.items()))
-    table = "\n".join(lines)
-    print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "prune_latency_aware.json").write_text(json.dumps({"table": table, "latency": lat, "results": results},
-                                                             indent=1, default=str))
+    publish("\n".join(lines), Path(args.out), "prune_latency_aware", {"latency": lat, "results": results})
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from bench.report import publish
+
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,12 +61,8 @@ def main(argv=None) -> None:
                          f"| {lat['speedup']:.2f}x ({lat['speedup_ci95'][0]:.2f}-{lat['speedup_ci95'][1]:.2f}) "
                          f"| {best['cosine_mean']:.4f} | {best.get('eval', {}).get('max_drop', float('nan')):.1f} "
                          f"| {'yes' if best['passed'] else 'no'} | {_longest(lat)} |")
-    table = "\n".join(lines)
-    print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     name = re.sub(r"[^A-Za-z0-9._]+", "-", args.model).strip("-")
-    (out / f"quantize_vs_fp32-{name}.json").write_text(json.dumps({"table": table, "reports": reports}, indent=1))
+    publish("\n".join(lines), Path(args.out), f"quantize_vs_fp32-{name}", {"reports": reports})
 
 
 def _longest(lat: dict) -> str:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import tempfile
 from pathlib import Path
+
+from bench.report import publish
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -65,7 +66,12 @@ def main(argv=None) -> None:
     from compact.models.folder import load_model
     from compact.quantize.run import QuantizeConfig, run_quantize
 
-    shapes = parse_shapes(args.shapes)
+    from compact.errors import CompactError
+
+    try:
+        shapes = parse_shapes(args.shapes)
+    except CompactError as e:
+        ap.error(str(e))  # usage plus the one-line reason, exit 2
     base = load_model(Path(args.base))
     runtimes = args.runtime or ["onnxruntime", "openvino"]
     rows = []
@@ -92,12 +98,7 @@ def main(argv=None) -> None:
         lines.append(f"| {r['width']}x{r['depth']} | {r['params'] / 1e6:.2f} M | {r['runtime']} | {r['tower']} "
                      f"| `{r['best_method']}` | {r['fp32_ms']:.2f} | {r['int8_ms']:.2f} "
                      f"| {r['speedup']:.2f}x ({lo:.2f}-{hi:.2f}) |")
-    table = "\n".join(lines)
-    print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "quantize_width.json").write_text(json.dumps({"table": table, "rows": rows, "base": args.base,
-                                                         "batch": args.batch}, indent=1))
+    publish("\n".join(lines), Path(args.out), "quantize_width", {"rows": rows, "base": args.base, "batch": args.batch})
 
 
 if __name__ == "__main__":

@@ -28,6 +28,15 @@ CSV_FIELDS = ("model", "runtime", "precision", "device_tag", "threads", "tower",
 REPORT_FILES = ("report.json", "report.csv", "report.md", "latency.png", "pareto.png")
 
 
+def publish(table: str, out_dir: Path, name: str, payload: dict) -> Path:
+    """What every `python -m bench.<script>` ends with: print the Markdown table and write `payload` (plus the
+    table) to OUT_DIR/NAME.json, atomically."""
+    print(table)
+    path = Path(out_dir) / f"{name}.json"
+    atomic_write_text(path, json.dumps({"table": table, **payload}, indent=1, default=str))
+    return path
+
+
 def rows(results: Iterable[dict]) -> list[dict]:
     """One flat row per (result, tower, batch size)."""
     out = []

@@ -366,3 +366,13 @@ def test_quantize_width_shapes_and_students():
     assert s.cfg.vision.width == s.cfg.text.width == 64 and s.cfg.text.depth == s.cfg.vision.depth == 2
     assert s.cfg.text.heads == 2 and s.cfg.text.mlp_dim == 256 and s.cfg.text.vocab_size == base.cfg.text.vocab_size
     assert count_parameters(s) > count_parameters(student_at(base, 32, 2))
+
+
+def test_publish_prints_the_table_and_writes_it_with_the_payload(tmp_path, capsys):
+    from bench.report import publish
+
+    path = publish("| a |\n|---|\n| 1.50x |", tmp_path / "runs" / "bench", "demo", {"rows": [{"speedup": 1.5}]})
+    assert capsys.readouterr().out.strip().endswith("| 1.50x |")
+    data = json.loads(path.read_text())
+    assert path.name == "demo.json" and data["rows"][0]["speedup"] == 1.5 and data["table"].startswith("| a |")
+    assert [p.name for p in path.parent.iterdir()] == ["demo.json"]  # no temp file left behind
