@@ -37,6 +37,40 @@ def _(x, weight, bias, heads, causal):
     return x.new_empty(x.shape[0], x.shape[1], weight.shape[0] // 3)
 
 
+def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    B, T, C = t.shape
+    return t.view(B, T, heads, C // heads).transpose(1, 2)  # (B, nh, T, hs)
+
+
+def _mha(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
+    B, Q, C = q.shape
+    visible = None if mask is None else mask.bool()[:, None, None, :]
+    y = F.scaled_dot_product_attention(_heads(q, heads), _heads(k, heads), _heads(v, heads), attn_mask=visible)
+    return y.transpose(1, 2).reshape(B, Q, C)
+
+
+@torch.library.custom_op("compact::ort_mha", mutates_args=())
+def ort_mha(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """Attention of projected queries `q` (B, Q, C) over keys/values (B, T, C), every key visible."""
+    return _mha(q, k, v, None, heads)
+
+
+@torch.library.custom_op("compact::ort_mha_masked", mutates_args=())
+def ort_mha_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, heads: int) -> torch.Tensor:
+    """As `ort_mha`, with `mask` (B, T) int32: 1 where a key is visible (ORT's 2-D key padding mask)."""
+    return _mha(q, k, v, mask, heads)
+
+
+@ort_mha.register_fake
+def _(q, k, v, heads):
+    return torch.empty_like(q)
+
+
+@ort_mha_masked.register_fake
+def _(q, k, v, mask, heads):
+    return torch.empty_like(q)
+
+
 def _attention_schema():
     # The op's schema lives in onnxruntime's C++ registry, not in the `onnx` package that onnxscript reads, so
     # the subset used here (input, packed weights, bias; num_heads, unidirectional) is declared for onnxscript.
@@ -51,11 +85,30 @@ def _attention_schema():
                     OpSchema.Attribute("unidirectional", OpSchema.AttrType.INT, "1: causal mask")])
 
 
+def _mha_schema():
+    # com.microsoft.MultiHeadAttention, the subset used: separate query/key/value, no bias, an optional 2-D key
+    # padding mask.
+    from onnx.defs import OpSchema
+
+    fp = OpSchema.FormalParameter
+    opt = OpSchema.FormalParameterOption.Optional
+    return OpSchema(
+        "MultiHeadAttention", "com.microsoft", 1,
+        inputs=[fp("query", "T"), fp("key", "T"), fp("value", "T"), fp("bias", "T", param_option=opt),
+                fp("key_padding_mask", "M", param_option=opt)],
+        outputs=[fp("output", "T")],
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "float tensors"),
+                          ("M", ["tensor(int32)"], "key padding mask")],
+        attributes=[OpSchema.Attribute("num_heads", OpSchema.AttrType.INT, "number of attention heads")])
+
+
 def _translations() -> dict:
     import onnxscript
     from onnxscript import opset18 as op
 
-    attention = onnxscript.values.Op(onnxscript.values.Opset("com.microsoft", 1), "Attention", _attention_schema())
+    ms = onnxscript.values.Opset("com.microsoft", 1)
+    attention = onnxscript.values.Op(ms, "Attention", _attention_schema())
+    mha = onnxscript.values.Op(ms, "MultiHeadAttention", _mha_schema())
 
     def translate(x, weight, bias, heads: int, causal: bool):
         # ORT wants weights as (in, 3 * hidden); torch's Linear stores (3 * hidden, in). The exporter folds the
@@ -63,11 +116,33 @@ def _translations() -> dict:
         return attention(x, op.Transpose(weight, perm=[1, 0]), bias, num_heads=heads,
                          unidirectional=1 if causal else 0)
 
-    return {torch.ops.compact.ort_attention.default: translate}
+    def translate_mha(q, k, v, heads: int):
+        return mha(q, k, v, num_heads=heads)
+
+    def translate_mha_masked(q, k, v, mask, heads: int):
+        return mha(q, k, v, None, mask, num_heads=heads)
+
+    return {torch.ops.compact.ort_attention.default: translate,
+            torch.ops.compact.ort_mha.default: translate_mha,
+            torch.ops.compact.ort_mha_masked.default: translate_mha_masked}
 
 
 def _fused_forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
     return self.out(ort_attention(x, self.qkv.weight, self.qkv.bias, self.heads, causal))
+
+
+def _fused_forward_at(self, x: torch.Tensor, x_at: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
+    # The pooled-token attention of the last block (`Attention.forward_at`): one query per row over every key,
+    # as one MultiHeadAttention node instead of the head split/merge Reshape/Transpose/Slice chain.
+    B, T, _ = x.shape
+    inner = self.heads * self.head_dim
+    q = F.linear(x_at, self.qkv.weight[:inner], self.qkv.bias[:inner])
+    k, v = F.linear(x, self.qkv.weight[inner:], self.qkv.bias[inner:]).chunk(2, dim=-1)
+    if visible is None:
+        y = ort_mha(q, k, v, self.heads)
+    else:
+        y = ort_mha_masked(q, k, v, visible.reshape(B, T).to(torch.int32), self.heads)
+    return self.out(y)
 
 
 def _blocks(module: nn.Module) -> list:
@@ -88,8 +163,10 @@ def fused_attention(module: nn.Module) -> Iterator[dict]:
     patched = _blocks(module)
     for m in patched:
         m.forward = _fused_forward.__get__(m)
+        m.forward_at = _fused_forward_at.__get__(m)
     try:
         yield _translations()
     finally:
         for m in patched:
             del m.forward
+            del m.forward_at

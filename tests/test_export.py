@@ -98,7 +98,8 @@ def test_onnx_graphs_have_dynamic_batch_and_sequence(tmp_path):
 def test_optimized_onnx_has_ort_fused_attention_and_matches_torch(tmp_path):
     """--optimize: each full attention block is one com.microsoft.Attention (causal in the text tower), without
     its head split/merge Transposes, and the graphs agree with torch (also at a sequence length not exported).
-    The last block computes the pooled token only (one query), which Attention does not express; it stays plain."""
+    The last block computes the pooled token only (one query over every key): one com.microsoft.MultiHeadAttention,
+    with a key padding mask in the text tower (the EOS query sees positions up to its own)."""
     _usable("onnx")
     import onnx
 
@@ -108,12 +109,16 @@ def test_optimized_onnx_has_ort_fused_attention_and_matches_torch(tmp_path):
     manifest = export_model(model, "onnx", tmp_path / "b", ExportConfig(optimize=True))
     for tower in ("image", "text"):
         entry = next(f for f in manifest["files"] if f["tower"] == tower and f.get("optimized"))
-        assert entry["fused_attention"] == 1 and entry["parity"]["cosine_min"] > 0.99999, entry
+        assert entry["fused_attention"] == 1 and entry["fused_pooled_attention"] == 1, entry
+        assert entry["parity"]["cosine_min"] > 0.99999, entry
         g = onnx.load(str(tmp_path / "b" / entry["path"]))
         att = [n for n in g.graph.node if n.op_type == "Attention"]
         assert len(att) == 1 and all(n.domain == "com.microsoft" for n in att)
         causal = {a.i for n in att for a in n.attribute if a.name == "unidirectional"}
         assert causal == {1 if tower == "text" else 0}
+        mha = [n for n in g.graph.node if n.op_type == "MultiHeadAttention"]
+        assert len(mha) == 1 and mha[0].domain == "com.microsoft"
+        assert (len(mha[0].input) == 5 and mha[0].input[4] != "") == (tower == "text"), mha[0].input
         plain = onnx.load(str(tmp_path / "b" / f"{tower}.onnx"))
         transposes = [len([n for n in m.graph.node if n.op_type == "Transpose"]) for m in (plain, g)]
         assert transposes[1] < transposes[0], transposes  # the fused block's head split/merge are gone

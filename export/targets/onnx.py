@@ -86,7 +86,8 @@ def _export_fused(tower: Tower, path: Path, opset: int) -> dict:
         except Exception as e:  # the dynamo exporter raises many types
             raise CompactError(f"the {tower.name} tower could not be exported with fused attention "
                                f"({_first_line(e)}); export without --optimize") from None
-    return {"exporter": "dynamo", "opset": opset, "fused_attention": op_counts(path).get("Attention", 0)}
+    return {"exporter": "dynamo", "opset": opset, "fused_attention": op_counts(path).get("Attention", 0),
+            "fused_pooled_attention": op_counts(path).get("MultiHeadAttention", 0)}
 
 
 _OP = re.compile(r"operator '(aten::[A-Za-z0-9_.]+)'")
