@@ -7,6 +7,7 @@ int8 leaves in float, weighs most there).
     python -m bench.quantize_vs_fp32                                  # runs/student on onnxruntime and openvino
     python -m bench.quantize_vs_fp32 --model reference --runtime onnxruntime --eval-data reference:val
     python -m bench.quantize_vs_fp32 --model open_clip:ViT-B-32 --eval-data ''   # random init: speed + cosine only
+    python -m bench.quantize_vs_fp32 --threads 1 --threads 2          # one auto run per thread count
 
 Writes runs/bench/quantize_vs_fp32-<model>.json (the full quantize reports) and prints a Markdown table.
 """
@@ -31,22 +32,30 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=8, help="latency batch")
     ap.add_argument("--opset", type=int, default=None, help="ONNX opset of the fp32 graphs (default: the export target's)")
     ap.add_argument("--no-ort-fusion", action="store_true", help="onnxruntime: plain ONNX graphs, no fused Attention")
+    ap.add_argument("--threads", type=int, action="append", default=None,
+                    help="runtime threads while timing, fp32 and quantized alike (repeatable: one run each; "
+                         "default: the runtime's own choice)")
     ap.add_argument("--out", default="runs/bench")
     args = ap.parse_args(argv)
 
     from compact.quantize.run import GateError, QuantizeConfig, run_quantize
 
     runtimes = args.runtime or ["onnxruntime", "openvino"]
+    if any(t < 1 for t in args.threads or []):
+        ap.error("--threads must be >= 1")
+    threads = args.threads or [None]
     reports = {}
     with tempfile.TemporaryDirectory(prefix="compact-qbench-") as tmp:
-        for rt in runtimes:
-            cfg = QuantizeConfig(runtime=rt, auto=True, eval_data=args.eval_data or None, eval_limit=args.eval_limit,
-                                 latency_batch=args.batch, opset=args.opset,
-                                 ort_fusion=not args.no_ort_fusion)
-            try:
-                reports[rt] = run_quantize(args.model, cfg, Path(tmp) / rt)
-            except GateError:  # the report is written either way; the table says what failed
-                reports[rt] = json.loads((Path(tmp) / rt / "report.json").read_text())
+        for n in threads:
+            for rt in runtimes:
+                key = rt if n is None else f"{rt}@{n}t"
+                cfg = QuantizeConfig(runtime=rt, auto=True, eval_data=args.eval_data or None,
+                                     eval_limit=args.eval_limit, latency_batch=args.batch, opset=args.opset,
+                                     ort_fusion=not args.no_ort_fusion, threads=n)
+                try:
+                    reports[key] = run_quantize(args.model, cfg, Path(tmp) / key)
+                except GateError:  # the report is written either way; the table says what failed
+                    reports[key] = json.loads((Path(tmp) / key / "report.json").read_text())
     lines = ["| runtime | tower | chosen | speed-up vs fp32 (95% CI) | cosine | worst drop (pts) | passes gate "
              "| longest text batch |", "|---|---|---|---|---|---|---|---|"]
     for rt, rep in reports.items():

@@ -393,3 +393,43 @@ def test_bench_names_a_bundle_whose_towers_differ_in_precision(tmp_path):
     res = bench_pair(bundle, read_manifest(bundle), get_runtime("onnxruntime"), bcfg)
     assert res["precision"] == "image-int8.text-fp32"
     assert {r["tower"]: r["precision"] for r in rows([res])} == {"image": "int8", "text": "fp32"}
+
+
+def _conv_input_quantized(xml) -> bool:
+    import openvino as ov
+
+    conv = next(op for op in ov.Core().read_model(str(xml)).get_ordered_ops() if op.get_type_name() == "Convolution")
+    return conv.input_value(0).get_node().get_type_name() == "FakeQuantize"
+
+
+def test_nncf_openvino_chooses_smooth_quant_on_held_out_inputs_and_takes_nncf_options(tmp_path):
+    """By default NNCF quantizes with and without SmoothQuant and keeps the variant closer to fp32 on inputs
+    calibration did not see; the options reach nncf.quantize (the ignored patch embedding stays float)."""
+    _usable("nncf_openvino")
+    from compact.cli.quantize import parse_method_options
+
+    cfg = QuantizeConfig(runtime="openvino", methods=("nncf_openvino",), force=True, towers=("image",), **FAST)
+    (row,) = run_quantize(tiny_compact(), cfg, tmp_path / "a")["candidates"]
+    sq = row["details"]["smooth_quant"]
+    assert set(sq["held_out_cosine"]) == {"nncf_default", "off"}
+    assert sq["chosen"] == max(sq["held_out_cosine"], key=sq["held_out_cosine"].get)
+    assert row["cosine_mean"] > 0.98
+    (xml,) = (tmp_path / "a" / "bundle").glob("image*.xml")
+    assert _conv_input_quantized(xml)
+
+    opts = parse_method_options(["ignored_types=Convolution", "smooth_quant_alpha=-1", "fast_bias_correction=false"])
+    cfg = QuantizeConfig(runtime="openvino", methods=("nncf_openvino",), force=True, towers=("image",),
+                         method_options=opts, **FAST)
+    (row,) = run_quantize(tiny_compact(), cfg, tmp_path / "b")["candidates"]
+    d = row["details"]
+    assert "smooth_quant" not in d and d["smooth_quant_alpha"] == -1.0 and d["fast_bias_correction"] is False
+    assert d["ignored_scope"]["types"] == ["Convolution"] and row["cosine_mean"] > 0.98
+    (xml,) = (tmp_path / "b" / "bundle").glob("image*.xml")
+    assert not _conv_input_quantized(xml)
+
+    for bad, msg in (("smooth_quant_alpha=strong", "must be a number"), ("fast_bias_correction=maybe", "true or false")):
+        cfg = QuantizeConfig(runtime="openvino", methods=("nncf_openvino",), towers=("image",),
+                             method_options=parse_method_options([bad]), **FAST)
+        with pytest.raises(CompactError, match=msg):
+            run_quantize(tiny_compact(), cfg, tmp_path / bad.split("=")[0])
+        assert not (tmp_path / bad.split("=")[0]).exists()

@@ -47,6 +47,9 @@ class QuantMethod(NeedsPackages):
     needs_opt_in: str = ""  # e.g. "--qat-steps N": auto mode tries the method only when `opted_in(cfg)`
     options: dict[str, str] = {}  # the `method_options` keys it reads (`--method-option KEY=VALUE`) -> what they do
 
+    def check_options(self, options: dict) -> None:
+        """Raise CompactError for a value of one of `options` this method cannot use."""
+
     def opted_in(self, cfg) -> bool:
         """Whether `--auto` (with no methods named) may try this method under `cfg`."""
         return True

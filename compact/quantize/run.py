@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from compact.errors import CompactError
 from compact.models.dual_encoder import DualEncoder, TokenBatch
@@ -117,10 +118,17 @@ class RunnerEncoder(DualEncoder):
                 for s in range(0, n, self.max_batch)]
         return torch.from_numpy(np.concatenate(outs).astype(np.float32))
 
+    # A tower without a runner (not quantized: `--towers image`) runs in the fp32 torch model.
+    @torch.no_grad()
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        if "image" not in self.runners:
+            return F.normalize(self.base.encode_image(pixels).float(), dim=-1)
         return self._run("image", {"pixel_values": pixels.float().numpy()})
 
+    @torch.no_grad()
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if "text" not in self.runners:
+            return F.normalize(self.base.encode_text(ids, mask).float(), dim=-1)
         return self._run("text", {"input_ids": ids.numpy().astype(np.int64),
                                   "attention_mask": mask.numpy().astype(np.int64)})
 
@@ -142,6 +150,7 @@ class QuantContext:
     fp32_runners: dict[str, Runner] = field(default_factory=dict)
     compiled_fp32: dict[str, Runner] = field(default_factory=dict)  # torch.compile'd fp32 towers, for fair timing
     progress: Optional[Progress] = None
+    _held_out: Optional[CalibrationSet] = field(default=None, repr=False)
 
     def fp32_entry(self, tower: str) -> dict:
         """The manifest entry of the fp32 graph every method of this runtime starts from (and that fp32 is
@@ -157,6 +166,14 @@ class QuantContext:
 
     def threads(self) -> int:
         return int(self.cfg.threads or 0)
+
+    def held_out(self) -> CalibrationSet:
+        """Inputs from the calibration source that calibration did not see (another draw), for a method that
+        chooses between its own variants: scored on the calibration feeds, the variant that fits them best won
+        even where it was worse on other inputs (NNCF's SmoothQuant on the reference students)."""
+        if self._held_out is None:
+            self._held_out = calibration_set(self.model, self.cfg.calib, 32, 16, seed=2)
+        return self._held_out
 
 
 def torch_runner(module: torch.nn.Module) -> Runner:
@@ -293,6 +310,8 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
             usable.append(m)
     if not usable:
         raise CompactError(f"no quantization method for {cfg.runtime} is usable here: {skipped}")
+    for m in usable:
+        m.check_options(cfg.method_options)  # a bad value is a one-line error before any work
 
     source = str(model) if isinstance(model, (str, Path)) else type(model).__name__
     original = load_for_export(source) if isinstance(model, (str, Path)) else model.eval()
