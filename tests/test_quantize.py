@@ -433,3 +433,16 @@ def test_nncf_openvino_chooses_smooth_quant_on_held_out_inputs_and_takes_nncf_op
         with pytest.raises(CompactError, match=msg):
             run_quantize(tiny_compact(), cfg, tmp_path / bad.split("=")[0])
         assert not (tmp_path / bad.split("=")[0]).exists()
+
+
+def test_runner_encoder_runs_a_tower_without_a_runner_in_torch_fp32():
+    """`--towers image` quantizes one tower; the per-language eval runs the other in the fp32 torch model."""
+    from compact.quantize.run import RunnerEncoder
+
+    model = tiny_compact().eval()
+    enc = RunnerEncoder(model, {"image": lambda f: np.full((len(f["pixel_values"]), model.embed_dim), 2.0, np.float32)})
+    tb = model.tokenize(["a red star", "ein roter Stern"])
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(model.encode_text(tb.ids, tb.mask), dim=-1)
+    torch.testing.assert_close(enc.encode_text(tb.ids, tb.mask), ref)
+    assert float(enc.encode_image(torch.zeros(3, 3, 32, 32)).sum()) == 2.0 * 3 * model.embed_dim

@@ -107,13 +107,15 @@ def nncf_options(opts: dict) -> tuple[dict, dict]:
         try:
             alpha = float(opts["smooth_quant_alpha"])
         except (TypeError, ValueError):
-            raise CompactError(f"smooth_quant_alpha must be a number, got {opts['smooth_quant_alpha']!r}") from None
+            raise CompactError(f"smooth_quant_alpha must be a number, got {opts['smooth_quant_alpha']!r}; e.g. "
+                               "smooth_quant_alpha=0.95, or -1 for off") from None
         kwargs["advanced_parameters"] = _smooth_quant(alpha)
         details["smooth_quant_alpha"] = alpha
     if "fast_bias_correction" in opts:
         fast = opts["fast_bias_correction"]
         if not isinstance(fast, bool):
-            raise CompactError(f"fast_bias_correction must be true or false, got {fast!r}")
+            raise CompactError(f"fast_bias_correction must be true or false, got {fast!r}; "
+                               "e.g. fast_bias_correction=false")
         kwargs["fast_bias_correction"] = fast
         details["fast_bias_correction"] = fast
     return kwargs, details
