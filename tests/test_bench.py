@@ -376,3 +376,30 @@ def test_publish_prints_the_table_and_writes_it_with_the_payload(tmp_path, capsy
     data = json.loads(path.read_text())
     assert path.name == "demo.json" and data["rows"][0]["speedup"] == 1.5 and data["table"].startswith("| a |")
     assert [p.name for p in path.parent.iterdir()] == ["demo.json"]  # no temp file left behind
+
+
+def test_quantize_vs_fp32_runs_auto_once_per_thread_count(tmp_path, monkeypatch, capsys):
+    """`--threads 1 --threads 2`: one auto run per runtime and thread count, fp32 and int8 timed at that count."""
+    import compact.quantize.run as qrun
+    from bench import quantize_vs_fp32
+
+    seen = []
+
+    def fake(model, cfg, out):
+        seen.append((cfg.runtime, cfg.threads, cfg.auto))
+        lat = {"speedup": 1.0 + cfg.threads / 10, "speedup_ci95": [1.0, 2.0]}
+        return {"choice": {"image": "m"}, "candidates": [
+            {"method": "m", "tower": "image", "latency": lat, "cosine_mean": 0.9999, "passed": True,
+             "eval": {"max_drop": 0.2}}]}
+
+    monkeypatch.setattr(qrun, "run_quantize", fake)
+    quantize_vs_fp32.main(["--model", "reference", "--runtime", "onnxruntime", "--threads", "1", "--threads", "2",
+                           "--out", str(tmp_path)])
+    assert seen == [("onnxruntime", 1, True), ("onnxruntime", 2, True)]
+    data = json.loads((tmp_path / "quantize_vs_fp32-reference.json").read_text())
+    assert list(data["reports"]) == ["onnxruntime@1t", "onnxruntime@2t"]
+    out = capsys.readouterr().out
+    assert "| onnxruntime@1t | image | m | 1.10x" in out and "| onnxruntime@2t | image | m | 1.20x" in out
+    with pytest.raises(SystemExit) as e:
+        quantize_vs_fp32.main(["--threads", "0", "--out", str(tmp_path)])
+    assert e.value.code == 2
