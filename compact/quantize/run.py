@@ -542,7 +542,7 @@ def _write_output(ctx: QuantContext, choice: dict, kept: dict, candidates: list[
         f = {k: v for k, v in base.items() if k != "optimized"}
         if base.get("optimized"):
             f["runtime_only"] = "onnxruntime"
-            f["runtime_only_reason"] = "ORT's com.microsoft fused ops: Attention, QAttention"
+            f["runtime_only_reason"] = "ORT's com.microsoft fused ops: Attention, QAttention, MultiHeadAttention"
         method = choice.get(tower, "fp32")
         if method == "fp32":
             files.append(f)
