@@ -5,6 +5,7 @@ be before quantizing it is worth it on the machine it runs on.
 
     python -m bench.quantize_width                                  # 96x3,128x2,128x3,192x3 from runs/student
     python -m bench.quantize_width --base runs/student --shapes 96x3,256x4 --runtime onnxruntime
+    python -m bench.quantize_width --threads 1                      # fp32 and int8 timed at one thread
 
 Each shape is the base model's config (tokenizer, context, patch size, pooling) with both towers at that width and
 depth (heads of 32, MLP 4x), at random init: the speed of a dynamic or calibrated int8 graph does not depend on
@@ -59,8 +60,11 @@ def main(argv=None) -> None:
     ap.add_argument("--shapes", default="96x3,128x2,128x3,192x3")
     ap.add_argument("--runtime", action="append", default=None, help="onnxruntime, openvino (repeatable)")
     ap.add_argument("--batch", type=int, default=8, help="latency batch")
+    ap.add_argument("--threads", type=int, default=None, help="runtime threads while timing (default: the runtime's)")
     ap.add_argument("--out", default="runs/bench")
     args = ap.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        ap.error("--threads must be >= 1")
 
     from compact.models.compact_clip import count_parameters
     from compact.models.folder import load_model
@@ -80,7 +84,8 @@ def main(argv=None) -> None:
             model = student_at(base, width, depth)
             params = count_parameters(model)
             for rt in runtimes:
-                cfg = QuantizeConfig(runtime=rt, auto=True, eval_data=None, latency_batch=args.batch)
+                cfg = QuantizeConfig(runtime=rt, auto=True, eval_data=None, latency_batch=args.batch,
+                                     threads=args.threads)
                 rep = run_quantize(model, cfg, Path(tmp) / f"{width}x{depth}-{rt}")
                 for tower, method in rep["choice"].items():
                     cands = [c for c in rep["candidates"] if c["tower"] == tower and "latency" in c]
@@ -98,7 +103,8 @@ def main(argv=None) -> None:
         lines.append(f"| {r['width']}x{r['depth']} | {r['params'] / 1e6:.2f} M | {r['runtime']} | {r['tower']} "
                      f"| `{r['best_method']}` | {r['fp32_ms']:.2f} | {r['int8_ms']:.2f} "
                      f"| {r['speedup']:.2f}x ({lo:.2f}-{hi:.2f}) |")
-    publish("\n".join(lines), Path(args.out), "quantize_width", {"rows": rows, "base": args.base, "batch": args.batch})
+    publish("\n".join(lines), Path(args.out), "quantize_width", {"rows": rows, "base": args.base, "batch": args.batch,
+                                                                   "threads": args.threads})
 
 
 if __name__ == "__main__":
