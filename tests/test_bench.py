@@ -366,6 +366,11 @@ def test_quantize_width_shapes_and_students():
     assert s.cfg.vision.width == s.cfg.text.width == 64 and s.cfg.text.depth == s.cfg.vision.depth == 2
     assert s.cfg.text.heads == 2 and s.cfg.text.mlp_dim == 256 and s.cfg.text.vocab_size == base.cfg.text.vocab_size
     assert count_parameters(s) > count_parameters(student_at(base, 32, 2))
+    from bench.quantize_width import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--threads", "0"])
+    assert e.value.code == 2
 
 
 def test_publish_prints_the_table_and_writes_it_with_the_payload(tmp_path, capsys):
