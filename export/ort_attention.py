@@ -37,28 +37,20 @@ def _(x, weight, bias, heads, causal):
     return x.new_empty(x.shape[0], x.shape[1], weight.shape[0] // 3)
 
 
-def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
-    B, T, C = t.shape
-    return t.view(B, T, heads, C // heads).transpose(1, 2)  # (B, nh, T, hs)
-
-
-def _mha(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
-    B, Q, C = q.shape
-    visible = None if mask is None else mask.bool()[:, None, None, :]
-    y = F.scaled_dot_product_attention(_heads(q, heads), _heads(k, heads), _heads(v, heads), attn_mask=visible)
-    return y.transpose(1, 2).reshape(B, Q, C)
-
-
 @torch.library.custom_op("compact::ort_mha", mutates_args=())
 def ort_mha(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
     """Attention of projected queries `q` (B, Q, C) over keys/values (B, T, C), every key visible."""
-    return _mha(q, k, v, None, heads)
+    from compact.models.compact_clip import query_attention
+
+    return query_attention(q, torch.cat([k, v], dim=-1), heads)
 
 
 @torch.library.custom_op("compact::ort_mha_masked", mutates_args=())
 def ort_mha_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, heads: int) -> torch.Tensor:
     """As `ort_mha`, with `mask` (B, T) int32: 1 where a key is visible (ORT's 2-D key padding mask)."""
-    return _mha(q, k, v, mask, heads)
+    from compact.models.compact_clip import query_attention
+
+    return query_attention(q, torch.cat([k, v], dim=-1), heads, mask.bool())
 
 
 @ort_mha.register_fake
@@ -134,14 +126,10 @@ def _fused_forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
 def _fused_forward_at(self, x: torch.Tensor, x_at: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
     # The pooled-token attention of the last block (`Attention.forward_at`): one query per row over every key,
     # as one MultiHeadAttention node instead of the head split/merge Reshape/Transpose/Slice chain.
-    B, T, _ = x.shape
-    inner = self.heads * self.head_dim
-    q = F.linear(x_at, self.qkv.weight[:inner], self.qkv.bias[:inner])
-    k, v = F.linear(x, self.qkv.weight[inner:], self.qkv.bias[inner:]).chunk(2, dim=-1)
-    if visible is None:
-        y = ort_mha(q, k, v, self.heads)
-    else:
-        y = ort_mha_masked(q, k, v, visible.reshape(B, T).to(torch.int32), self.heads)
+    q, kv = self.qkv_at(x, x_at)
+    k, v = kv.chunk(2, dim=-1)
+    y = ort_mha(q, k, v, self.heads) if visible is None else ort_mha_masked(q, k, v, visible.to(torch.int32),
+                                                                            self.heads)
     return self.out(y)
 
 

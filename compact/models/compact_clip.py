@@ -29,18 +29,17 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         return self.out(packed_attention(self.qkv(x), self.heads, causal))
 
-    def forward_at(self, x: torch.Tensor, x_at: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
-        """Attention output for one query per row: `x_at` (B, 1, C) attends over all of `x` (B, T, C); `visible`
-        (B, 1, 1, T) bool says which keys it may see (None: all). Keys and values for every token, the query for
-        one: what the last block needs when only the pooled token is read."""
-        B, T, _ = x.shape
+    def qkv_at(self, x: torch.Tensor, x_at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query of `x_at` (B, Q, C) and the packed keys and values (B, T, 2C) of every token of `x`."""
         inner = self.heads * self.head_dim
         q = F.linear(x_at, self.qkv.weight[:inner], self.qkv.bias[:inner])
-        kv = F.linear(x, self.qkv.weight[inner:], self.qkv.bias[inner:])
-        q = q.view(B, 1, self.heads, self.head_dim).transpose(1, 2)  # (B, nh, 1, hs)
-        k, v = kv.view(B, T, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)  # (B, nh, 1, hs)
-        return self.out(y.transpose(1, 2).reshape(B, 1, inner))
+        return q, F.linear(x, self.qkv.weight[inner:], self.qkv.bias[inner:])
+
+    def forward_at(self, x: torch.Tensor, x_at: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
+        """Attention output for one query per row: `x_at` (B, 1, C) attends over all of `x` (B, T, C); `visible`
+        (B, T) bool says which keys it may see (None: all). Keys and values for every token, the query for
+        one: what the last block needs when only the pooled token is read."""
+        return self.out(query_attention(*self.qkv_at(x, x_at), self.heads, visible))
 
 
 def packed_attention(qkv: torch.Tensor, heads: int, causal: bool) -> torch.Tensor:
@@ -50,6 +49,17 @@ def packed_attention(qkv: torch.Tensor, heads: int, causal: bool) -> torch.Tenso
     q, k, v = qkv.view(B, T, 3, heads, hs).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hs)
     y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, nh, T, hs)
     return y.transpose(1, 2).reshape(B, T, heads * hs)
+
+
+def query_attention(q: torch.Tensor, kv: torch.Tensor, heads: int, visible: torch.Tensor | None = None) -> torch.Tensor:
+    """Queries (B, Q, heads * hs) over packed keys/values (B, T, 2 * heads * hs), the keys a row may see in
+    `visible` (B, T) bool (None: all) -> (B, Q, heads * hs)."""
+    B, Q, C = q.shape
+    q = q.view(B, Q, heads, C // heads).transpose(1, 2)  # (B, nh, Q, hs)
+    k, v = kv.view(B, kv.shape[1], 2, heads, C // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hs)
+    mask = None if visible is None else visible[:, None, None, :]
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return y.transpose(1, 2).reshape(B, Q, C)
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -155,7 +165,7 @@ class TextTransformer(nn.Module):
             x = blk(x, causal=True)
         # Only the pooled token is read: the last block computes its query, out-projection and MLP for that token
         # alone, over the keys the causal mask lets it see (positions up to its own).
-        visible = (torch.arange(T, device=x.device) <= at[:, None])[:, None, None, :]  # (B, 1, 1, T)
+        visible = torch.arange(T, device=x.device) <= at[:, None]  # (B, T)
         return self.proj(self.ln_final(self.blocks[-1].forward_at(x, at, visible)))
 
 

@@ -59,6 +59,12 @@ class QuantMethod(NeedsPackages):
         raise NotImplementedError
 
 
+def listed(value) -> list[str]:
+    """A list-valued method option as a list: `--method-option op_types=MatMul` parses to the string "MatMul"
+    (a list only where the text has commas)."""
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
 METHODS: dict[str, QuantMethod] = {}
 
 

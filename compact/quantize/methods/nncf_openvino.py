@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from compact.errors import CompactError
-from compact.quantize import Candidate, QuantMethod, register_method
+from compact.quantize import Candidate, QuantMethod, listed, register_method
 
 
 @register_method
@@ -89,16 +89,12 @@ def _smooth_quant(alpha: float):
     return AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha))
 
 
-def _listed(value) -> list[str]:
-    return [value] if isinstance(value, str) else [str(v) for v in value]
-
-
 def nncf_options(opts: dict) -> tuple[dict, dict]:
     """`method_options` -> (`nncf.quantize` keyword arguments, what the report records)."""
     import nncf
 
     kwargs, details = {}, {}
-    types, patterns = _listed(opts.get("ignored_types", [])), _listed(opts.get("ignored_patterns", []))
+    types, patterns = listed(opts.get("ignored_types", [])), listed(opts.get("ignored_patterns", []))
     if types or patterns:
         # validate=False: a type the tower lacks (a text tower has no Convolution) is not an error
         kwargs["ignored_scope"] = nncf.IgnoredScope(types=types, patterns=patterns, validate=False)

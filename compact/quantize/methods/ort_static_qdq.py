@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compact.quantize import Candidate, QuantMethod, register_method
+from compact.quantize import Candidate, QuantMethod, listed, register_method
 
 
 def static_qdq(ctx, tower: str, src: Path, dst: Path, op_types: list[str], activation_type: str,
@@ -51,8 +51,7 @@ class OrtStaticQDQ(QuantMethod):
         pre = ctx.work / f"{tower}.pre.onnx"
         dst = ctx.work / f"{tower}.{self.name}.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        op_types = ctx.cfg.method_options.get("op_types", self.op_types)
-        op_types = [op_types] if isinstance(op_types, str) else list(op_types)
+        op_types = listed(ctx.cfg.method_options.get("op_types", self.op_types))
         batches = static_qdq(ctx, tower, pre, dst, op_types, "QUInt8")
         run = session_runner(ort_session(dst, ctx.threads()))
         return Candidate(self.name, tower, run, "int8", [dst],

@@ -4,7 +4,7 @@ and weights (TensorRT needs zero point 0), per-channel weights, Q/DQ only on the
 
 from __future__ import annotations
 
-from compact.quantize import Candidate, QuantMethod, register_method
+from compact.quantize import Candidate, QuantMethod, listed, register_method
 
 
 @register_method
@@ -24,8 +24,7 @@ class TrtOrtQDQ(QuantMethod):
 
         src = ctx.fp32_file(tower)
         dst = ctx.work / f"{tower}.{self.name}.trt.onnx"
-        op_types = ctx.cfg.method_options.get("op_types", self.op_types)
-        op_types = [op_types] if isinstance(op_types, str) else list(op_types)
+        op_types = listed(ctx.cfg.method_options.get("op_types", self.op_types))
         # No quant_pre_process: it would rewrite the TRT-ready graph (folded, profile-checked) that export made.
         batches = static_qdq(ctx, tower, src, dst, op_types, "QInt8", {
             "ActivationSymmetric": True, "WeightSymmetric": True, "QDQKeepRemovableActivations": False,
