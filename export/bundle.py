@@ -61,6 +61,7 @@ class ExportConfig:
     # onnx / openvino: also time a fixed-shape export (batch 1, 16 tokens) against the flexible one on the
     # target's runtime and record both in the manifest (the coremltools #2022 question, answered here).
     compare_shapes: bool = False
+    skip_transforms: tuple[str, ...] = ()  # export.deploy transforms not to run (default: every one that applies)
 
     def __post_init__(self) -> None:
         if self.opset is not None:
@@ -69,6 +70,10 @@ class ExportConfig:
             raise CompactError("batch sizes must be positive")
         if self.fixed_seq is not None and self.fixed_seq < 2:
             raise CompactError("--fixed-seq must be at least 2 (BOS/EOS)")
+        from export.deploy import get_transform
+
+        for name in self.skip_transforms:
+            get_transform(name)  # a one-line error naming the known transforms
         if self.precision not in ("fp32", "fp16"):
             raise CompactError(f"precision {self.precision!r} is not one of fp32, fp16; int8 comes from "
                                "`compact quantize`")
@@ -104,7 +109,7 @@ def export_model(model, target_name: str, out: Path, cfg: ExportConfig = ExportC
     source = source or (str(model) if isinstance(model, (str, Path)) else type(model).__name__)
     original = load_for_export(str(model)) if isinstance(model, (str, Path)) else model.eval()
     _refuse_torch_quantized(original)
-    prep = prepare(original)
+    prep = prepare(original, tuple(cfg.skip_transforms))
     samples = samples or (data_samples(cfg.data) if cfg.data else reference_samples())
     min_cos = cfg.min_cosine if cfg.min_cosine is not None else target.min_cosine
     tws = towers(prep, cfg.normalize, cfg.fixed_batch, cfg.fixed_seq, cfg.max_batch)
@@ -261,8 +266,10 @@ def _manifest(target: str, source: str, prep: Prepared, files: list[dict], cfg: 
         "name": cfg.name,
         "target": target,
         "created_by": f"compact {ours}",
-        "source": {"model": source, "sha256": model_hash(prep.model), "class": type(prep.original).__name__,
-                   "converted_to_compact": prep.converted},
+        "source": {"model": source, "sha256": model_hash(prep.source if prep.source is not None else prep.model),
+                   "class": type(prep.original).__name__, "converted_to_compact": prep.converted},
+        # Structural rewrites before export (export.deploy); parity above is against the model before them.
+        "deploy_transforms": prep.deploy_transforms,
         "embed_dim": int(prep.model.embed_dim),
         "normalized": cfg.normalize,
         "logit_scale": float(prep.original.logit_scale),

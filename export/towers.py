@@ -82,16 +82,21 @@ class Tower:
 class Prepared:
     """What every target needs: the model as it will be exported, and the facts for the manifest."""
 
-    model: DualEncoder  # the module that is exported (CompactCLIP when conversion applies)
+    model: DualEncoder  # the module that is exported (CompactCLIP when conversion applies, deploy transforms run)
     original: DualEncoder  # the model as loaded; parity is checked against it
     converted: bool
     context_length: int
     variable_length_text: bool
+    source: Optional[DualEncoder] = None  # converted, before the deploy transforms: what the manifest hashes
+    deploy_transforms: list[dict] = field(default_factory=list)  # export.deploy records, for the manifest
 
 
-def prepare(original: DualEncoder) -> Prepared:
+def prepare(original: DualEncoder, skip_transforms: tuple[str, ...] = ()) -> Prepared:
+    """Convert to CompactCLIP where possible, then run the deploy transforms (`export.deploy`, e.g. folding
+    MobileOne/FastViT branches) on a copy; `original` is never modified."""
     from compact.models.compact_clip import CompactCLIP
     from compact.models.convert import to_compact
+    from export.deploy import apply_deploy_transforms
 
     model: DualEncoder = original
     converted = False
@@ -103,7 +108,9 @@ def prepare(original: DualEncoder) -> Prepared:
             log.warning("exporting %s as it is (%s); its text length is fixed to the context",
                         type(original).__name__, e)
     ctx = int(model.cfg.text.context_length) if isinstance(model, CompactCLIP) else _context_of(original)
-    return Prepared(model, original, converted, ctx, bool(getattr(model, "variable_length_text", False)))
+    deployed, records = apply_deploy_transforms(model, skip_transforms)
+    return Prepared(deployed, original, converted, ctx, bool(getattr(model, "variable_length_text", False)),
+                    source=model, deploy_transforms=records)
 
 
 def _context_of(model: DualEncoder) -> int:

@@ -31,9 +31,12 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--name", default=None, help="Display name in reports (default: from the model path).")
 @click.option("--compare-shapes/--no-compare-shapes", default=True, show_default=True,
               help="onnx/openvino: time fixed (batch 1, 16 tokens) against flexible shapes; recorded in the manifest.")
+@click.option("--skip-transform", "skip_transforms", multiple=True, metavar="NAME",
+              help="Do not run this deploy transform (default: every one that applies, e.g. reparameterize, "
+                   "which folds MobileOne/FastViT/RepViT branches; recorded in the manifest). Repeatable.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 def export(target, model, out, precision, opset, optimize, fixed_batch, fixed_seq, max_batch, coreml_shapes,
-           coreml_weights, data, min_cosine, no_normalize, name, compare_shapes, overwrite) -> None:
+           coreml_weights, data, min_cosine, no_normalize, name, compare_shapes, skip_transforms, overwrite) -> None:
     """Export MODEL's image and text encoders for TARGET into a bundle: the artifacts, manifest.json and the
     tokenizer, with parity against torch checked on real samples (per language for text).
 
@@ -50,7 +53,7 @@ def export(target, model, out, precision, opset, optimize, fixed_batch, fixed_se
     cfg = ExportConfig(opset=opset, normalize=not no_normalize, optimize=optimize, fixed_batch=fixed_batch,
                        fixed_seq=fixed_seq, max_batch=max_batch, precision=precision, data=data,
                        min_cosine=min_cosine, overwrite=overwrite, target_options=opts, name=name,
-                       compare_shapes=compare_shapes)
+                       compare_shapes=compare_shapes, skip_transforms=tuple(skip_transforms))
     with stage_bars() as bars:
         if target == "all":
             summary = export_all(model, out, cfg, progress=bars.simple)
@@ -67,6 +70,9 @@ def export(target, model, out, precision, opset, optimize, fixed_batch, fixed_se
             check = (f"cos min {p['cosine_min']:.6f}, err {p['max_abs_err']:.0e}"
                      if p.get("verified") else f"parity unverified: {p['reason']}")
             console.print(f"{f['path']:<20} {f['size_bytes'] / 1e6:6.2f} MB  {check}", soft_wrap=True)
+        for t in manifest.get("deploy_transforms") or []:
+            console.print(f"deploy transform {t['name']}: {t['modules']} modules, "
+                          f"{t['parameters_before']:,} -> {t['parameters_after']:,} parameters")
         for tower, v in (manifest.get("shape_study") or {}).items():
             if isinstance(v, dict):
                 console.print(f"{tower}: fixed shapes {v['fixed_ms']:.3f} ms vs flexible {v['flexible_ms']:.3f} ms "
