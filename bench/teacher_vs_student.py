@@ -4,6 +4,13 @@ student, per runtime, timed in alternating blocks in one process (`bench.harness
     python -m bench.teacher_vs_student                                    # open_clip:ViT-B-32 vs runs/student
     python -m bench.teacher_vs_student --batch 1 --batch 8 --runtime onnxruntime --runtime openvino --runtime torch
     python -m bench.teacher_vs_student --teacher runs/student-trained --max-seconds 2   # a quick smoke run
+    python -m bench.teacher_vs_student --student-recipe recipes/distill-cpu-fast.yaml --batch 1 --batch 8 \
+        --runtime onnxruntime --quantize              # a recipe's real-scale student at random init, + int8
+
+--student-recipe builds the recipe's student at random init, offline (`compact.distill.student.random_init_student`:
+the recipe teacher's architecture without its weights, the tokenizer fitted on reference captions), so real-scale
+students can be timed before anything is distilled. --quantize also runs `compact quantize --auto` on the student's
+bundle (random-init calibration, gated on cosine) and times the int8 towers against the same teacher.
 
 Both models are exported (ONNX and OpenVINO IR, parity-checked) into a temporary folder, or taken from
 --teacher-bundle/--student-bundle. Each side gets the inputs its own manifest asks for (224 px vs the student's
@@ -28,20 +35,58 @@ log = logging.getLogger(__name__)
 BUNDLE_FOR = {"onnxruntime": "onnx", "openvino": "openvino", "torch": "onnx", "torch.compile": "onnx"}
 
 
-def export_pair(teacher: str, student: str, targets: set[str], tmp: Path) -> dict[str, dict[str, Path]]:
+def export_pair(teacher: str, student: str, targets: set[str], tmp: Path,
+                optimize: bool = False) -> dict[str, dict[str, Path]]:
     from export import ExportConfig, export_model
 
     out: dict[str, dict[str, Path]] = {"teacher": {}, "student": {}}
     for role, spec in (("teacher", teacher), ("student", student)):
         for t in sorted(targets):
             log.info("exporting %s (%s) to %s", role, spec, t)
-            export_model(spec, t, tmp / role / t, ExportConfig())
+            export_model(spec, t, tmp / role / t, ExportConfig(optimize=optimize and t == "onnx"))
             out[role][t] = tmp / role / t
     return out
 
 
+def recipe_student(recipe: Path, build_teacher: str | None, tmp: Path) -> tuple[str, dict]:
+    """The recipe's student at random init, saved as a compact model folder (torch runtimes load it by path)."""
+    from compact.distill.recipe import load_recipe
+    from compact.distill.student import random_init_student
+    from compact.models.folder import save_model
+
+    student, report = random_init_student(load_recipe(recipe), build_teacher)
+    folder = tmp / "recipe-student"
+    save_model(student, folder)
+    log.warning("%s: student %s parameters (image %s, text %s), context %s tokens, vocabulary %s", recipe,
+                f"{report['parameters']['total']:,}", f"{report['parameters']['image']:,}",
+                f"{report['parameters']['text']:,}", report["tokenizer"].get("context_length"),
+                report["tokenizer"].get("vocab_after"))
+    return str(folder), report
+
+
+def quantized_student(student: str, tmp: Path, runtime: str, threads: int) -> tuple[Path, dict]:
+    """`compact quantize --auto` on the student for `runtime` (gated on cosine against fp32; random init, so no
+    accuracy data); returns the int8 bundle and what was chosen per tower."""
+    from compact.quantize.run import GateError, QuantizeConfig, run_quantize
+
+    out = tmp / f"student-int8-{runtime}"
+    cfg = QuantizeConfig(runtime=runtime, auto=True, eval_data=None, threads=threads, latency_batch=1)
+    try:
+        report = run_quantize(student, cfg, out)
+    except GateError as e:
+        raise SystemExit(f"no int8 candidate passed the gate on {runtime}: {e}") from None
+    chosen = {}
+    for tower, method in report["choice"].items():
+        row = next((r for r in report["candidates"] if r["method"] == method and r["tower"] == tower), None)
+        chosen[tower] = {"method": method} if row is None else {
+            "method": method, "cosine_mean": row.get("cosine_mean"), "speedup_vs_fp32": row["latency"]["speedup"],
+            "speedup_ci95": row["latency"]["speedup_ci95"]}
+    return out, chosen
+
+
 def measure(bundles: dict, runtimes: list[str], batches: list[int], timing: TimingConfig, threads: int,
             teacher_model=None) -> list[dict]:
+    """Per runtime, tower and batch: teacher (A) against student (B), then both towers summed ("image+text")."""
     rows = []
     for rt in runtimes:
         target = BUNDLE_FOR[rt]
@@ -60,13 +105,30 @@ def measure(bundles: dict, runtimes: list[str], batches: list[int], timing: Timi
                 log.warning("%-12s %-5s b%-3d teacher %8.3f ms  student %8.3f ms  student speed-up %.2fx "
                             "(95%% CI %.2f-%.2f)", rt, tower, b, r.a.median_s * 1e3, r.b.median_s * 1e3,
                             r.speedup_b_over_a, r.speedup_ci_low, r.speedup_ci_high)
+    for rt in runtimes:
+        for b in batches:
+            pair = [r for r in rows if r["runtime"] == rt and r["batch"] == b and r["tower"] in ("image", "text")]
+            t, s = sum(r["teacher_p50_ms"] for r in pair), sum(r["student_p50_ms"] for r in pair)
+            rows.append({"runtime": rt, "tower": "image+text", "batch": b, "teacher_p50_ms": t, "student_p50_ms": s,
+                         "speedup_b_over_a": t / s})
+            log.warning("%-12s both  b%-3d teacher %8.3f ms  student %8.3f ms  student speed-up %.2fx", rt, b, t, s,
+                        t / s)
     return rows
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", default="open_clip:ViT-B-32")
-    ap.add_argument("--student", default="runs/student")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--student", default="runs/student")
+    src.add_argument("--student-recipe", type=Path, default=None,
+                     help="a distill recipe: its student at random init, built offline (see the docstring)")
+    ap.add_argument("--recipe-teacher", default=None,
+                    help="--student-recipe: build against this teacher architecture (default: the recipe's, "
+                         "without its pretrained weights)")
+    ap.add_argument("--optimize", action="store_true", help="onnxruntime: time ORT-optimised graphs (both sides)")
+    ap.add_argument("--quantize", action="store_true",
+                    help="also time the student after `compact quantize --auto` against the fp32 teacher")
     ap.add_argument("--runtime", action="append", choices=sorted(BUNDLE_FOR), default=None)
     ap.add_argument("--batch", action="append", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
@@ -80,10 +142,24 @@ def main(argv=None) -> None:
 
     threads = args.threads or len(os.sched_getaffinity(0))
     timing = TimingConfig(warmup=3, min_iters=20, max_iters=2000, max_seconds=args.max_seconds, threads=threads)
+    extra: dict = {}
     with tempfile.TemporaryDirectory(prefix="compact-tvs-") as tmp:
-        bundles = export_pair(args.teacher, args.student, {BUNDLE_FOR[r] for r in runtimes}, Path(tmp))
+        student = args.student
+        if args.student_recipe is not None:
+            student, report = recipe_student(args.student_recipe, args.recipe_teacher, Path(tmp))
+            extra["student_recipe"] = {"recipe": str(args.student_recipe), "parameters": report["parameters"],
+                                       "tokenizer": {k: report["tokenizer"].get(k) for k in
+                                                     ("kind", "vocab_after", "context_length")}}
+        bundles = export_pair(args.teacher, student, {BUNDLE_FOR[r] for r in runtimes}, Path(tmp), args.optimize)
         rows = measure(bundles, runtimes, batches, timing, threads)
-    result = {"teacher": args.teacher, "student": args.student, "threads": threads,
+        if args.quantize:
+            extra["int8"] = {}
+            for rt in [r for r in runtimes if r in ("onnxruntime", "openvino")]:
+                q, chosen = quantized_student(student, Path(tmp), rt, threads)
+                qb = {"teacher": bundles["teacher"], "student": {BUNDLE_FOR[rt]: q}}
+                extra["int8"][rt] = {"chosen": chosen, "rows": measure(qb, [rt], batches, timing, threads)}
+    result = {"teacher": args.teacher, "student": str(args.student_recipe or args.student), "threads": threads,
+              **extra,
               "definition": "speedup_b_over_a = teacher p50 / student p50 (B = student), paired bootstrap 95% CI",
               "profile": device_profile(versions(runtimes)), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

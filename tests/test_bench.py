@@ -408,3 +408,21 @@ def test_quantize_vs_fp32_runs_auto_once_per_thread_count(tmp_path, monkeypatch,
     with pytest.raises(SystemExit) as e:
         quantize_vs_fp32.main(["--threads", "0", "--out", str(tmp_path)])
     assert e.value.code == 2
+
+
+def test_photo_then_query_times_spin_against_no_spin(bundles, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from bench.photo_then_query import main
+
+    out = tmp_path / "ptq.json"
+    main(["--bundle", str(bundles("onnx")), "--max-seconds", "0.3", "--threads", "1", "--out", str(out)])
+    r = json.loads(out.read_text())
+    assert set(r["rows"]) == {"image", "text", "image+text", "photo->query"}
+    for row in r["rows"].values():
+        assert row["spin_ms"] > 0 and row["no_spin_ms"] > 0
+        assert row["speedup_ci_low"] <= row["speedup_b_over_a"] <= row["speedup_ci_high"]
+    for label in ("spin", "no spin"):
+        want = r["rows"]["image+text"]["spin_ms" if label == "spin" else "no_spin_ms"] / (
+            r["rows"]["image"]["spin_ms" if label == "spin" else "no_spin_ms"]
+            + r["rows"]["text"]["spin_ms" if label == "spin" else "no_spin_ms"])
+        assert r["back_to_back_over_alone"][label] == pytest.approx(want)

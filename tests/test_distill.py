@@ -348,3 +348,18 @@ def test_cli_cache_and_recipes(quick_reference, tmp_path):
     assert other.exit_code == 1 and "--overwrite" in other.output
     lst = CliRunner().invoke(cli, ["distill", "recipes"])
     assert "reference-quick" in lst.output and "reference " in lst.output
+
+
+def test_bf16_autocast_only_where_it_is_measured_faster(monkeypatch):
+    """oneDNN emulates bf16 on AVX-512 CPUs without native support (slower than fp32): the probe must say no."""
+    import compact.reference.teacher as teacher
+
+    monkeypatch.setattr(teacher, "_BF16_PAYS", None)
+    monkeypatch.setattr(teacher, "bf16_speedup", lambda: 0.4)
+    assert teacher.cpu_has_bf16() is False
+    monkeypatch.setattr(teacher, "_BF16_PAYS", None)
+    monkeypatch.setattr(teacher, "bf16_speedup", lambda: 3.0)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert teacher.cpu_has_bf16() is True
+    monkeypatch.setattr(teacher, "_BF16_PAYS", None)
+    assert teacher.bf16_speedup(rows=256, width=32) > 0

@@ -326,3 +326,30 @@ def test_ort_optimize_keeps_residual_add_and_layernorm_apart(tmp_path):
     ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
     assert "SkipLayerNormalization" not in ops and "LayerNormalization" in ops, ops
     assert info["fused"].get("SkipLayerNormalization", 0) == 0
+
+
+def test_bundle_sessions_do_not_spin_by_default(tmp_path):
+    """Shipped sessions (compact_bundle.Bundle, compact's own ort_session) sleep between calls; spin=True opts in.
+    The switch changes scheduling only: outputs are identical."""
+    _usable("onnx")
+    import importlib.util
+    import sys
+
+    from export.targets.onnx import ort_session
+
+    out = tmp_path / "b"
+    export_model(tiny_compact(), "onnx", out, ExportConfig())
+    sys.path.insert(0, str(out))
+    spec = importlib.util.spec_from_file_location("compact_bundle_spin", out / "compact_bundle.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    key = "session.intra_op.allow_spinning"
+    quiet, spinning = mod.Bundle(str(out)), mod.Bundle(str(out), spin=True)
+    for tower in ("image", "text"):
+        assert quiet.sessions[tower].get_session_options().get_session_config_entry(key) == "0"
+        assert spinning.sessions[tower].get_session_options().get_session_config_entry(key) == "1"
+    assert ort_session(out / "image.onnx").get_session_options().get_session_config_entry(key) == "0"
+    px = np.random.default_rng(0).integers(0, 256, (2, 40, 50, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(quiet.embed_pixels(*px), spinning.embed_pixels(*px))
+    np.testing.assert_array_equal(quiet.embed_texts(["a red star", "ein Stern"]),
+                                  spinning.embed_texts(["a red star", "ein Stern"]))

@@ -62,6 +62,12 @@ def test_tiny_run_resumes_after_a_kill(quick_reference, tmp_path, monkeypatch):
     assert set(zs["student"]) == {"en", "de", "zh"}
     bench = json.loads((out / "bench" / "report.json").read_text())
     assert {r["model"] for r in bench["results"]} >= {"teacher", "student-pruned", "student-int8"}
+    top = json.loads((out / "report.json").read_text())  # stage timings for scripts (bench/make_run.py)
+    assert set(top["stages"]) == set(res["stages"])
+    assert [s for s, v in top["stages"].items() if v["ran_this_time"]] == ["bench", "report"]
+    assert top["stages"]["distill"]["seconds"] == res["stages"]["distill"]["seconds"] > 0
+    assert top["total_seconds"] == pytest.approx(sum(v["seconds"] for v in top["stages"].values()), abs=0.2)
+    assert top["machine"]["cores"] >= 1 and top["machine"]["gemm_fp32_gflops"] > 0
 
     # A changed stage config re-runs that stage and the ones after it, nothing before.
     recipe_file.write_text(TINY.replace("batch: [1]", "batch: [2]"))

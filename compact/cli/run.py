@@ -43,6 +43,10 @@ def run(recipe, out, overwrite) -> None:
         res = run_pipeline(r, out, progress=bars, on_stage=stage_line, overwrite=overwrite)
     for name, s in res["stages"].items():
         console.print(f"{name:<10} {s.get('seconds', 0):>7.1f} s")
+    m = res["machine"]
+    console.print(f"machine: {m['cores']} cores, torch {m['torch_threads']} threads, bf16 autocast "
+                  f"{'on' if m['bf16_autocast'] else 'off'}, fp32 GEMM {m['gemm_fp32_gflops']:.0f} GFLOP/s "
+                  f"(timings in {out / 'report.json'})")
     for what, why in sorted(res["skipped"].items()):
         console.print(f"skipped {what}: {why}", soft_wrap=True)
     console.print(f"report: {out / 'report.html'}")

@@ -137,3 +137,41 @@ def build_student(spec: StudentSpec, tok: StudentTokenizer, teacher, languages, 
     log.info("student: %s parameters (image %s, text %s); inherited towers: %s", report["parameters"]["total"],
              report["parameters"]["image"], report["parameters"]["text"], towers or "none")
     return student, report
+
+
+def architecture_only(teacher_spec: str) -> str:
+    """The teacher spec with its pretrained weights dropped, for building offline at random init:
+    open_clip:NAME@TAG -> open_clip:NAME. Hugging Face ids need the hub for their config and tokenizer."""
+    if teacher_spec.startswith("open_clip:"):
+        return teacher_spec.split("@", 1)[0]
+    if teacher_spec.startswith("reference"):
+        return teacher_spec  # built here from its own recipe
+    raise CompactError(f"cannot build teacher {teacher_spec!r} offline at random init; pass an open_clip "
+                       "architecture of the same shape instead (e.g. --teacher open_clip:ViT-B-32 for "
+                       "hf:openai/clip-vit-base-patch32)")
+
+
+def random_init_student(recipe, teacher=None, corpus_scenes: int = 400) -> tuple[CompactCLIP, dict]:
+    """The student a distill recipe builds, at random init and offline: for latency and size (neither depends on
+    the weights). The teacher is the recipe's architecture without its pretrained weights (or `teacher`, a spec or a
+    DualEncoder); the tokenizer is the recipe's kind fitted on the reference benchmark's captions in the recipe's
+    languages (a trimmed vocabulary is then smaller than on real data; its context length is what those captions
+    need)."""
+    import random
+
+    from compact.data.reference.captions import LANGS, caption
+    from compact.data.reference.scene import sample_scene
+    from compact.distill.tokenizers import TokenizerConfig, build_student_tokenizer
+    from compact.models.teachers import load_teacher
+
+    if teacher is None or isinstance(teacher, str):
+        teacher = load_teacher(architecture_only(teacher or recipe.teacher))
+    rng = random.Random(0)
+    scenes = [sample_scene(rng) for _ in range(corpus_scenes)]
+    langs = [lang for lang in recipe.langs if lang in LANGS] or ["en"]
+    corpus = list(dict.fromkeys(caption(s, lang) for s in scenes for lang in langs))
+    spec = recipe.student.tokenizer
+    tok = build_student_tokenizer(TokenizerConfig(spec.kind, spec.context_length, spec.vocab_size), corpus, teacher)
+    student, report = build_student(recipe.student, tok, teacher, recipe.langs, recipe.seed)
+    report["tokenizer"] = tok.report
+    return student.eval(), report

@@ -66,6 +66,7 @@ class Pipeline:
                 return self.summary[name]
         if self.on_stage:
             self.on_stage(name, "run")
+        self.ran.append(name)
         t0 = time.perf_counter()
         before = dict(self.skipped)
         summary = fn(folder)
@@ -94,6 +95,8 @@ class Pipeline:
     def run(self) -> dict:
         r = self.r
         self.out.mkdir(parents=True, exist_ok=True)
+        self.ran: list[str] = []
+        machine = machine_facts()
         self._stage("reference", {"teacher": r.teacher, "data": r.data, "seed": r.seed}, (), self._reference)
         self._stage("distill", {"distill": asdict(r.distill), "teacher": r.teacher, "data": r.data,
                                 "langs": r.langs, "seed": r.seed}, ("reference",), self._distill)
@@ -110,7 +113,14 @@ class Pipeline:
         self._stage("eval", {"eval": asdict(r.eval), "data": r.eval_data()}, (dep, *q), self._eval)
         self._stage("bench", {"bench": asdict(r.bench)}, ("export", "eval"), self._bench)
         self._stage("report", {}, ("bench", "eval"), self._report)
-        return {"out": str(self.out), "stages": self.summary, "skipped": self.skipped}
+        seconds = {k: v.get("seconds") for k, v in self.summary.items()}
+        # Stage timings for scripts (bench/make_run.py); a stage skipped on this run keeps the seconds it took.
+        atomic_write_text(self.out / "report.json", json.dumps({
+            "format": "compact-run-report", "version": FORMAT_VERSION,
+            "stages": {k: {"seconds": v, "ran_this_time": k in self.ran} for k, v in seconds.items()},
+            "total_seconds": round(sum(v or 0 for v in seconds.values()), 1), "skipped": self.skipped,
+            "machine": machine, "report": str(self.out / "report.html")}, indent=2))
+        return {"out": str(self.out), "stages": self.summary, "skipped": self.skipped, "machine": machine}
 
     def _reference(self, folder: Path) -> dict:
         from compact.data.sources.reference import NAMES
@@ -270,6 +280,27 @@ class Pipeline:
         path = write_report(self.out, self.r, self.summary, self.skipped)
         shutil.copy2(path, self.out / "report.html")
         return {"report": str(self.out / "report.html")}
+
+
+def machine_facts() -> dict:
+    """What sets the stage timings: cores, torch threads, bf16 autocast, and the fp32 GEMM rate right now (a shared
+    VM's second core is sometimes much slower; a run 3x over budget with a low rate is the machine, not compact)."""
+    import os
+
+    import torch
+
+    from compact.reference.teacher import cpu_has_bf16
+
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 0.3:
+        a @ b
+        n += 1
+    gflops = 2 * 512**3 * n / (time.perf_counter() - t0) / 1e9
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cores": cores, "torch_threads": torch.get_num_threads(), "bf16_autocast": cpu_has_bf16(),
+            "gemm_fp32_gflops": round(gflops, 1)}
 
 
 def run_pipeline(recipe: PipelineRecipe, out: Path, progress: Optional[Progress] = None,

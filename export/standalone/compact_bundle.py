@@ -28,7 +28,10 @@ from compact_tokenizer import BundleTokenizer  # noqa: E402
 
 class Bundle:
     def __init__(self, folder: str, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0,
-                 optimized: bool = False):
+                 optimized: bool = False, spin: bool = False):
+        """`spin=False` (default): worker threads sleep between calls instead of spinning. An app runs the image
+        and text sessions back to back; a spinning pool left by one steals the cores the other needs (ViT-B/32,
+        one photo then one query: see `python -m bench.photo_then_query` in compact's repo for the figures)."""
         import onnxruntime as ort
 
         self.folder = folder
@@ -39,6 +42,7 @@ class Bundle:
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = threads
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.sessions = {}
         for entry in self.manifest["files"]:
             if entry["path"].endswith(".onnx") and bool(entry.get("optimized")) == optimized:

@@ -151,12 +151,16 @@ def ort_optimize(path: Path, out: Path, tower: Tower, num_heads: int, hidden: in
     return {"model_type": model_type, "fused": {k: v for k, v in counts.items() if k in FUSED_OPS}}
 
 
-def ort_session(path: Path, threads: int = 0, optimized: bool = True):
+def ort_session(path: Path, threads: int = 0, optimized: bool = True, spin: bool = False):
+    """A CPU session for compact's own runs (parity, `compact eval` on bundles, quantize's candidates).
+    Worker threads sleep between calls (`spin=False`): a spinning pool of one session steals the cores the next
+    session's call needs (image then text: 1.6x slower on ViT-B/32 with spinning; `python -m bench.photo_then_query`)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
                                    else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
