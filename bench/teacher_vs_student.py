@@ -81,7 +81,7 @@ def quantized_student(student: str, tmp: Path, runtime: str, threads: int) -> tu
         chosen[tower] = {"method": method} if row is None else {
             "method": method, "cosine_mean": row.get("cosine_mean"), "speedup_vs_fp32": row["latency"]["speedup"],
             "speedup_ci95": row["latency"]["speedup_ci95"]}
-    return out, chosen
+    return out / "bundle", chosen
 
 
 def measure(bundles: dict, runtimes: list[str], batches: list[int], timing: TimingConfig, threads: int,

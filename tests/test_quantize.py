@@ -446,3 +446,25 @@ def test_runner_encoder_runs_a_tower_without_a_runner_in_torch_fp32():
         ref = torch.nn.functional.normalize(model.encode_text(tb.ids, tb.mask), dim=-1)
     torch.testing.assert_close(enc.encode_text(tb.ids, tb.mask), ref)
     assert float(enc.encode_image(torch.zeros(3, 3, 32, 32)).sum()) == 2.0 * 3 * model.embed_dim
+
+
+def test_a_method_that_crashes_is_a_failed_candidate_not_the_end(tmp_path, monkeypatch):
+    """A quantizer or runtime raising its own exception type (ORT's Fail on a graph it cannot run) fails that
+    candidate; the other method still runs and is chosen."""
+    _usable("ort_dynamic_int8")
+    _usable("ort_static_qdq")
+
+    class Fail(Exception):  # onnxruntime's pybind errors derive from Exception, not RuntimeError
+        pass
+
+    def broken(self, ctx, tower):
+        raise Fail("QLinearConv : input zero point must be a scalar or 1D tensor of size 1")
+
+    monkeypatch.setattr(type(METHODS["ort_static_qdq"]), "quantize", broken)
+    cfg = QuantizeConfig(runtime="onnxruntime", methods=("ort_static_qdq", "ort_dynamic_int8"), force=True, **FAST)
+    rep = run_quantize(tiny_compact(), cfg, tmp_path / "q")
+    bad = [r for r in rep["candidates"] if r["method"] == "ort_static_qdq"]
+    assert len(bad) == 2 and all(not r["passed"] and r["error"].startswith("Fail: QLinearConv") for r in bad)
+    good = [r for r in rep["candidates"] if r["method"] == "ort_dynamic_int8"]
+    assert all("error" not in r and r["cosine_mean"] > 0.98 for r in good)
+    assert set(rep["choice"].values()) <= {"ort_dynamic_int8", "fp32"}

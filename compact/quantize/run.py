@@ -362,12 +362,18 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
                 row = {"method": m.name, "tower": tower, "runtime": cfg.runtime}
                 try:
                     cand = m.quantize(ctx, tower)
-                except CompactError as e:
-                    row.update(passed=False, error=str(e))
+                    got = _gate_outputs(ctx, gate, tower, cand.runner)
+                except Exception as e:  # noqa: BLE001
+                    # One method failing (its quantizer, or the runtime refusing its graph, e.g. ORT's QLinearConv
+                    # on per-channel activation zero points) is a failed candidate, not the end of the search.
+                    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                    if not isinstance(e, CompactError):
+                        msg = f"{type(e).__name__}: {msg[:300]}"
+                        log.warning("%s on the %s tower failed: %s", m.name, tower, msg)
+                    row.update(passed=False, error=msg)
                     candidates.append(row)
                     done += 1
                     continue
-                got = _gate_outputs(ctx, gate, tower, cand.runner)
                 row.update(precision=cand.precision, **cosine_stats(refs[tower], got), details=cand.details)
                 if base_eval is not None:
                     row["eval"] = eval_with({tower: cand.runner})
