@@ -48,7 +48,7 @@ class CompareConfig:
 
 
 def side_callable(bundle: Path, runtime: str, tower: str, batch: int, inputs: InputConfig, threads: int,
-                  model: Any = None) -> tuple[Callable[[], Any], Callable[[], None], dict]:
+                  model: Any = None, optimized: bool = False) -> tuple[Callable[[], Any], Callable[[], None], dict]:
     """(the timed call, its cleanup, facts) for one side: `runtime` running `tower` of `bundle` on `batch`."""
     rt = get_runtime(runtime)
     rt.require()
@@ -56,7 +56,7 @@ def side_callable(bundle: Path, runtime: str, tower: str, batch: int, inputs: In
     why = rt.accepts(manifest)
     if why:
         raise CompactError(f"cannot run {bundle} with {runtime}: {why}")
-    handle = rt.load(Path(bundle), manifest, tower, RuntimeConfig(threads=threads, model=model))
+    handle = rt.load(Path(bundle), manifest, tower, RuntimeConfig(threads=threads, model=model, optimized=optimized))
     tok = load_tokenizer(Path(bundle), manifest) if tower == "text" else None
     x = rt.prepare(handle, tower_feeds(Path(bundle), manifest, tower, batch, inputs, tok))
 

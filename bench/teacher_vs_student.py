@@ -85,7 +85,7 @@ def quantized_student(student: str, tmp: Path, runtime: str, threads: int) -> tu
 
 
 def measure(bundles: dict, runtimes: list[str], batches: list[int], timing: TimingConfig, threads: int,
-            teacher_model=None) -> list[dict]:
+            teacher_model=None, optimized: bool = False) -> list[dict]:
     """Per runtime, tower and batch: teacher (A) against student (B), then both towers summed ("image+text")."""
     rows = []
     for rt in runtimes:
@@ -93,8 +93,9 @@ def measure(bundles: dict, runtimes: list[str], batches: list[int], timing: Timi
         for tower in ("image", "text"):
             for b in batches:
                 fa, close_a, facts_a = side_callable(bundles["teacher"][target], rt, tower, b, InputConfig(), threads,
-                                                     teacher_model)
-                fb, close_b, facts_b = side_callable(bundles["student"][target], rt, tower, b, InputConfig(), threads)
+                                                     teacher_model, optimized)
+                fb, close_b, facts_b = side_callable(bundles["student"][target], rt, tower, b, InputConfig(), threads,
+                                                     None, optimized)
                 try:
                     r = compare_callables(fa, fb, timing)
                 finally:
@@ -151,13 +152,14 @@ def main(argv=None) -> None:
                                        "tokenizer": {k: report["tokenizer"].get(k) for k in
                                                      ("kind", "vocab_after", "context_length")}}
         bundles = export_pair(args.teacher, student, {BUNDLE_FOR[r] for r in runtimes}, Path(tmp), args.optimize)
-        rows = measure(bundles, runtimes, batches, timing, threads)
+        rows = measure(bundles, runtimes, batches, timing, threads, optimized=args.optimize)
         if args.quantize:
             extra["int8"] = {}
             for rt in [r for r in runtimes if r in ("onnxruntime", "openvino")]:
                 q, chosen = quantized_student(student, Path(tmp), rt, threads)
                 qb = {"teacher": bundles["teacher"], "student": {BUNDLE_FOR[rt]: q}}
-                extra["int8"][rt] = {"chosen": chosen, "rows": measure(qb, [rt], batches, timing, threads)}
+                extra["int8"][rt] = {"chosen": chosen,
+                                     "rows": measure(qb, [rt], batches, timing, threads, optimized=args.optimize)}
     result = {"teacher": args.teacher, "student": str(args.student_recipe or args.student), "threads": threads,
               **extra,
               "definition": "speedup_b_over_a = teacher p50 / student p50 (B = student), paired bootstrap 95% CI",

@@ -426,3 +426,13 @@ def test_photo_then_query_times_spin_against_no_spin(bundles, tmp_path):
             r["rows"]["image"]["spin_ms" if label == "spin" else "no_spin_ms"]
             + r["rows"]["text"]["spin_ms" if label == "spin" else "no_spin_ms"])
         assert r["back_to_back_over_alone"][label] == pytest.approx(want)
+
+
+def test_gpu_check_says_plainly_when_there_is_no_gpu(capsys, monkeypatch):
+    import torch
+
+    from bench.gpu_check import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["-o", "/nonexistent/x.json"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err

@@ -52,6 +52,27 @@ def test_every_registered_transform_preserves_the_function(name):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-3), (arch, (a - b).abs().max())
 
 
+def test_a_transformed_model_is_not_transformed_again():
+    """`compact quantize` exports the prepared (already folded) model again: FastViT's RepMixer cannot be folded
+    twice, so the second pass must skip it and keep the first pass's records."""
+    model = timm_student()
+    once, first = apply_deploy_transforms(model)
+    twice, second = apply_deploy_transforms(once)
+    assert twice is once and second == first and first[0]["modules"] > 0
+
+
+def test_quantize_on_a_reparameterizable_student(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from compact.quantize.run import QuantizeConfig, run_quantize
+
+    cfg = QuantizeConfig(runtime="onnxruntime", methods=("ort_dynamic_int8",), force=True, eval_data=None,
+                         timing_iters=5, calib_images=8, calib_texts_per_lang=4)
+    rep = run_quantize(timm_student(), cfg, tmp_path / "q")
+    assert all("error" not in r and r["cosine_mean"] > 0.98 for r in rep["candidates"])
+    man = json.loads((tmp_path / "q" / "bundle" / "manifest.json").read_text())
+    assert man["deploy_transforms"][0]["name"] == "reparameterize"
+
+
 def test_nothing_to_do_returns_the_same_object():
     model = tiny_compact()
     out, records = apply_deploy_transforms(model)

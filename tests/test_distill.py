@@ -363,3 +363,37 @@ def test_bf16_autocast_only_where_it_is_measured_faster(monkeypatch):
     assert teacher.cpu_has_bf16() is True
     monkeypatch.setattr(teacher, "_BF16_PAYS", None)
     assert teacher.bf16_speedup(rows=256, width=32) > 0
+
+
+def test_architecture_only_drops_the_pretrained_tag():
+    from compact.distill.student import architecture_only
+
+    assert architecture_only("open_clip:ViT-B-16@datacomp_xl_s13b_b90k") == "open_clip:ViT-B-16"
+    assert architecture_only("reference-small") == "reference-small"
+    with pytest.raises(CompactError, match="--teacher open_clip:ViT-B-32"):
+        architecture_only("hf:openai/clip-vit-base-patch32")
+
+
+@pytest.mark.slow
+def test_cpu_fast_recipe_builds_its_student_at_random_init():
+    """recipes/distill-cpu-fast.yaml: MobileNetV4-Conv-Medium (timm) + 4 x 384 text inheriting from the ViT-B-32
+    teacher's text tower, built offline; embeddings in the teacher's 512-d space."""
+    import timm
+
+    from compact.distill.recipe import load_recipe
+    from compact.distill.student import random_init_student
+
+    recipe = load_recipe(Path(__file__).parent.parent / "recipes" / "distill-cpu-fast.yaml")
+    student, report = random_init_student(recipe)
+    backbone = timm.create_model("mobilenetv4_conv_medium", pretrained=False, num_classes=0)
+    width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+    assert report["parameters"]["image"] == sum(p.numel() for p in backbone.parameters()) + width * 512
+    assert report["inherited"] == ["text"] and report["inherited_parameters"] > 4 * 384 * 384 * 4
+    t = student.cfg.text
+    assert (t.width, t.depth, t.heads, t.mlp_dim) == (384, 4, 6, 1536)
+    assert student.text.tok.weight.shape == (report["tokenizer"]["vocab_after"], 384)
+    assert student.preprocess_cfg.image_size == 224 and student.embed_dim == 512
+    with torch.no_grad():
+        img = student.encode_image(torch.randn(2, 3, 224, 224))
+        txt = student.embed_texts(["a red star", "ein roter Stern", "赤い星"])
+    assert img.shape == (2, 512) and txt.shape == (3, 512) and torch.isfinite(txt).all()

@@ -29,8 +29,14 @@ class CompactBundle(folder: File) : AutoCloseable {
         val files = manifest.getJSONArray("files")
         sessions = (0 until files.length()).map { files.getJSONObject(it) }
             .filter { it.getString("path").endsWith(".onnx") && !it.optBoolean("optimized") }
-            .associate { it.getString("tower") to env.createSession(File(folder, it.getString("path")).path) }
+            .associate { it.getString("tower") to env.createSession(File(folder, it.getString("path")).path, options()) }
         require("image" in sessions && "text" in sessions) { "${folder} needs an image and a text graph" }
+    }
+
+    /** Worker threads sleep between calls: an app runs the image and text sessions back to back, and a pool left
+     *  spinning by one steals the cores the other needs (compact_bundle.py does the same; see the README). */
+    private fun options() = OrtSession.SessionOptions().apply {
+        addConfigEntry("session.intra_op.allow_spinning", "0")
     }
 
     /** Ids with BOS/EOS, truncated like compact does (the last id stays EOS). */

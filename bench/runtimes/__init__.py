@@ -37,6 +37,7 @@ class RuntimeConfig:
     threads: Optional[int] = None  # intra-op threads (torch.set_num_threads, ORT intra_op, OV INFERENCE_NUM_THREADS)
     model: Any = None  # torch runtimes: a DualEncoder or model spec to use instead of manifest["source"]["model"]
     precision_hint: str = "f32"  # openvino: INFERENCE_PRECISION_HINT (this CPU would pick bf16 by default)
+    optimized: bool = False  # onnxruntime: run the bundle's ORT-optimised graphs (`export --optimize`) where present
 
 
 class BenchRuntime(NeedsPackages):
@@ -77,10 +78,11 @@ class BenchRuntime(NeedsPackages):
             return str(getattr(mod, "__version__", "unknown"))
 
     # the files a tower runs from
-    def entry(self, manifest: dict, tower: str) -> dict:
-        """The manifest entry this runtime runs for `tower` (the first non-optimised file of a readable kind)."""
+    def entry(self, manifest: dict, tower: str, optimized: bool = False) -> dict:
+        """The manifest entry this runtime runs for `tower`: the first file of a readable kind, non-optimised
+        first (or optimised first with `optimized`)."""
         files = [f for f in manifest["files"] if f["tower"] == tower and self._reads(f)]
-        files.sort(key=lambda f: bool(f.get("optimized")))
+        files.sort(key=lambda f: bool(f.get("optimized")) != optimized)
         if not files:
             raise CompactError(f"the bundle has no {tower} file that {self.name} can read")
         return files[0]

@@ -36,6 +36,7 @@ class DeployTransform:
 
 
 DEPLOY_TRANSFORMS: dict[str, DeployTransform] = {}
+DONE_ATTR = "_compact_deploy_transforms"  # set on a transformed copy: the records of what already ran
 
 
 def register_transform(cls: type[DeployTransform]) -> type[DeployTransform]:
@@ -61,18 +62,23 @@ def apply_deploy_transforms(model: nn.Module, skip: Iterable[str] = ()) -> tuple
     skip = set(skip)
     for name in skip:
         get_transform(name)  # a one-line error for a misspelt name
-    todo = [(t, n) for t in (DEPLOY_TRANSFORMS[k] for k in list_transforms() if k not in skip)
+    # A model that already went through a transform (e.g. `compact quantize` exports the prepared model again)
+    # carries the records; folding twice is not always possible (timm's RepMixer loses its branches).
+    done = list(getattr(model, DONE_ATTR, []))
+    seen = {r["name"] for r in done}
+    todo = [(t, n) for t in (DEPLOY_TRANSFORMS[k] for k in list_transforms() if k not in skip and k not in seen)
             if (n := t.count(model)) > 0]
     if not todo:
-        return model, []
+        return model, done
     out = copy.deepcopy(model).eval()
-    records = []
+    records = list(done)
     for t, n in todo:
         before = sum(p.numel() for p in out.parameters())
         out = t.apply(out).eval()
         after = sum(p.numel() for p in out.parameters())
         records.append({"name": t.name, "modules": n, "parameters_before": before, "parameters_after": after})
         log.info("deploy transform %s: %d modules, %d -> %d parameters", t.name, n, before, after)
+    setattr(out, DONE_ATTR, records)
     return out, records
 
 

@@ -1,0 +1,164 @@
+"""compact against Optimum on the same Hugging Face CLIP: `compact export onnx --optimize` (two towers) against
+`optimum-cli export onnx --task zero-shot-image-classification` + `optimum-cli onnxruntime optimize -O3` (one
+graph for both towers), timed side by side in one process (`bench.harness.compare_callables`), image + text.
+
+    python -m bench.vs_optimum                          # a ViT-B/32-shaped HF CLIP at random init, batch 1 and 8
+    python -m bench.vs_optimum --hf-model path/to/clip  # a local Hugging Face CLIP folder
+    python -m bench.vs_optimum --threads 1 --batch 1
+
+Optimum pins an older transformers than compact uses, so it never enters compact's environment: it is installed
+once into its own venv under the compact cache ($COMPACT_CACHE/optimum-venv; the package registry is needed the
+first time) and run there through its CLI. Each side runs as it ships: Optimum's graph in a default onnxruntime
+session, compact's two graphs through sessions made like `compact_bundle.Bundle` (worker threads not spinning).
+Both get the same pixels and the same token ids. The goal in the README is compact <= 0.8x Optimum's latency.
+Writes runs/bench/vs_optimum.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.harness import TimingConfig, compare_callables
+from bench.profile import device_profile, versions
+
+log = logging.getLogger(__name__)
+OPTIMUM_PINS = ["optimum-onnx[onnxruntime]==0.1.0", "transformers>=4.51,<4.58", "torch==2.14.1"]
+QUERY = "a photo of a dog on the beach"
+
+
+def optimum_venv(cache: Path) -> Path:
+    """The venv holding Optimum (created and filled on first use); returns its bin folder."""
+    venv = cache / "optimum-venv"
+    marker = venv / ".installed"
+    if marker.is_file() and marker.read_text() == json.dumps(OPTIMUM_PINS):
+        return venv / "bin"
+    log.warning("installing Optimum into %s (once)", venv)
+    subprocess.run(["python3", "-m", "venv", "--clear", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *OPTIMUM_PINS], check=True)
+    marker.write_text(json.dumps(OPTIMUM_PINS))
+    return venv / "bin"
+
+
+def make_hf_clip(folder: Path) -> Path:
+    """A ViT-B/32-shaped Hugging Face CLIP (transformers' CLIPConfig defaults) at random init, with the real CLIP
+    BPE tokenizer and image processor, saved offline."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
+
+    from compact.models.hf_tokenizers import clip_bpe_tokenizer
+
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig()).eval().save_pretrained(folder)
+    CLIPTokenizerFast(tokenizer_object=clip_bpe_tokenizer(), bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+                      unk_token="<|endoftext|>", pad_token="<|endoftext|>").save_pretrained(folder)
+    CLIPImageProcessor().save_pretrained(folder)
+    return folder
+
+
+def optimum_export(bin_dir: Path, model: Path, out: Path) -> Path:
+    raw, opt = out / "raw", out / "O3"
+    subprocess.run([str(bin_dir / "optimum-cli"), "export", "onnx", "--model", str(model), "--task",
+                    "zero-shot-image-classification", str(raw)], check=True)
+    subprocess.run([str(bin_dir / "optimum-cli"), "onnxruntime", "optimize", "--onnx_model", str(raw), "-O3", "-o",
+                    str(opt)], check=True)
+    found = sorted(opt.glob("*.onnx"))
+    if not found:
+        raise SystemExit(f"optimum wrote no .onnx into {opt}")
+    return found[0]
+
+
+def _session(path: Path, threads: int, spin: bool | None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    if spin is not None:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def measure(optimum_onnx: Path, bundle: Path, hf_folder: Path, batches: list[int], threads: int,
+            timing: TimingConfig) -> list[dict]:
+    from transformers import CLIPTokenizerFast
+
+    tok = CLIPTokenizerFast.from_pretrained(str(hf_folder))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    files = {f["tower"]: f["path"] for f in manifest["files"] if f.get("optimized")} or \
+        {f["tower"]: f["path"] for f in manifest["files"]}
+    opt = _session(optimum_onnx, threads, None)  # as Optimum's ORTModel makes it: onnxruntime's defaults
+    img = _session(bundle / files["image"], threads, False)
+    txt = _session(bundle / files["text"], threads, False)
+    opt_inputs = {i.name for i in opt.get_inputs()}
+    rows = []
+    for b in batches:
+        rng = np.random.default_rng(b)
+        px = rng.standard_normal((b, 3, 224, 224), dtype=np.float32)
+        enc = tok([QUERY] * b, return_tensors="np", padding=True)
+        ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+        feeds = {k: v for k, v in {"pixel_values": px, "input_ids": ids, "attention_mask": mask}.items()
+                 if k in opt_inputs}
+        names = [o.name for o in opt.get_outputs()]
+        out = dict(zip(names, opt.run(None, feeds)))
+        ci = img.run(None, {"pixel_values": px})[0]
+        ct = txt.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+        def cos(a, c):
+            a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+            return float((a * c / np.linalg.norm(c, axis=-1, keepdims=True)).sum(-1).min())
+
+        parity = {"image": cos(out["image_embeds"], ci), "text": cos(out["text_embeds"], ct)}
+        r = compare_callables(lambda: opt.run(None, feeds),
+                              lambda: (img.run(None, {"pixel_values": px}),
+                                       txt.run(None, {"input_ids": ids, "attention_mask": mask})), timing)
+        rows.append({"batch": b, "optimum_ms": r.a.median_s * 1e3, "compact_ms": r.b.median_s * 1e3,
+                     "compact_over_optimum": r.ratio_b_over_a, "ci95": [r.ratio_ci_low, r.ratio_ci_high],
+                     "parity_cosine_min": parity, **r.to_dict()})
+        log.warning("batch %d: Optimum -O3 %.2f ms, compact %.2f ms: compact/Optimum %.3f (95%% CI %.3f-%.3f); "
+                    "cosine image %.6f text %.6f", b, r.a.median_s * 1e3, r.b.median_s * 1e3, r.ratio_b_over_a,
+                    r.ratio_ci_low, r.ratio_ci_high, parity["image"], parity["text"])
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hf-model", type=Path, default=None, help="a local HF CLIP folder (default: random init)")
+    ap.add_argument("--batch", action="append", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads, both sides (default: every core)")
+    ap.add_argument("--max-seconds", type=float, default=15.0)
+    ap.add_argument("--out", type=Path, default=Path("runs/bench/vs_optimum.json"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from compact.utils.cache import cache_dir
+    from export import ExportConfig, export_model
+
+    threads = args.threads or len(os.sched_getaffinity(0))
+    bin_dir = optimum_venv(cache_dir())
+    timing = TimingConfig(warmup=3, min_iters=20, max_iters=2000, max_seconds=args.max_seconds)
+    with tempfile.TemporaryDirectory(prefix="compact-vsopt-") as tmp:
+        tmp = Path(tmp)
+        hf = args.hf_model or make_hf_clip(tmp / "hf-clip")
+        onnx_opt = optimum_export(bin_dir, hf, tmp / "optimum")
+        export_model(f"hf:{hf}", "onnx", tmp / "compact", ExportConfig(optimize=True))
+        rows = measure(onnx_opt, tmp / "compact", hf, args.batch or [1, 8], threads, timing)
+    result = {"model": str(args.hf_model or "HF CLIPConfig() defaults (ViT-B/32 shape), random init"),
+              "threads": threads, "optimum": OPTIMUM_PINS, "goal": "compact_over_optimum <= 0.8",
+              "definition": "compact_over_optimum = median(compact image+text) / median(Optimum one graph), "
+                            "alternating blocks, paired bootstrap 95% CI",
+              "profile": device_profile(versions(["onnxruntime"])), "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    log.warning("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
