@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import torch
 
 from compact.errors import CompactError
-from compact.utils.io import atomic_dir, atomic_write_text, check_output_dir
+from compact.utils.io import atomic_dir, atomic_write_text, check_output_dir, locked
 from export.parity import (ParityResult, Samples, check_image, check_text, data_samples, reference_embeddings,
                            reference_samples, text_inputs)
 from export.targets import TARGETS, Artifact, get_target, list_targets
@@ -98,6 +98,7 @@ def load_for_export(spec: str):
     return load_teacher(str(spec))
 
 
+@locked("out")
 def export_model(model, target_name: str, out: Path, cfg: ExportConfig = ExportConfig(),
                  progress: Optional[Progress] = None, samples: Optional[Samples] = None,
                  source: Optional[str] = None) -> dict:
@@ -303,6 +304,7 @@ def read_manifest(bundle: Path) -> dict:
     return manifest
 
 
+@locked("out")
 def export_all(model, out: Path, cfg: ExportConfig = ExportConfig(), progress: Optional[Progress] = None,
                targets: Optional[list[str]] = None) -> dict:
     """Every target usable here into OUT/<target>/; the ones skipped are listed with their reason."""

@@ -400,7 +400,17 @@ def build_recipe_cache(recipe: DistillRecipe, out: Path, cfg=None, overwrite: bo
 
 
 def run_distill(recipe: DistillRecipe, opts: DistillOptions, progress: Optional[DistillProgress] = None) -> dict:
-    """Run every stage of `recipe`, evaluate on the test split, write the model folder + report.json to opts.out."""
+    """Run every stage of `recipe`, evaluate on the test split, write the model folder + report.json to opts.out.
+    The output is locked for the run (rank 0 of a torchrun job holds it for every rank)."""
+    from compact.utils.io import output_lock
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _run_distill(recipe, opts, progress)
+    with output_lock(Path(opts.out)):
+        return _run_distill(recipe, opts, progress)
+
+
+def _run_distill(recipe: DistillRecipe, opts: DistillOptions, progress: Optional[DistillProgress] = None) -> dict:
     from compact.eval.runner import EvalConfig, evaluate
 
     t_start = time.perf_counter()

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 from compact.errors import CompactError
 from compact.pipeline.recipe import PipelineRecipe
-from compact.utils.io import atomic_write_text
+from compact.utils.io import atomic_write_text, locked
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,7 @@ def machine_facts() -> dict:
             "gemm_fp32_gflops": round(gflops, 1)}
 
 
+@locked("out")
 def run_pipeline(recipe: PipelineRecipe, out: Path, progress: Optional[Progress] = None,
                  on_stage: Optional[Callable[[str, str], None]] = None, overwrite: bool = False) -> dict:
     """Run (or resume) the pipeline in `out`. A non-empty `out` that is not a pipeline folder is refused unless

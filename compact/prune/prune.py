@@ -18,6 +18,7 @@ from compact.models.compact_clip import count_parameters
 from compact.models.flops import tower_flops
 from compact.prune.importance import Calibration, compute_importance
 from compact.prune.plan import GRANULARITIES, PlanConfig, build_plan
+from compact.utils.io import locked
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def _evaluate(model, data, langs):
     return evaluate(model, data, EvalConfig(langs=langs))
 
 
+@locked("out")
 def run_prune(model_spec: str, cfg: PruneConfig, out: Path, overwrite: bool = False,
               progress: Optional[PruneProgress] = None) -> dict:
     from compact.models.convert import to_compact

@@ -27,7 +27,7 @@ from compact.models.dual_encoder import DualEncoder, TokenBatch
 from compact.quantize import RUNTIMES, Candidate, Runner, get_method, list_methods
 from compact.quantize.calibration import CalibrationSet, calibration_set
 from compact.quantize.gates import cosine_stats, eval_deltas
-from compact.utils.io import atomic_dir, check_output_dir
+from compact.utils.io import atomic_dir, check_output_dir, locked
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
@@ -277,6 +277,7 @@ def _gate_outputs(ctx: QuantContext, gate: CalibrationSet, tower: str, run: Runn
     return np.concatenate([run(f) for f in gate.feeds(tower)])
 
 
+@locked("out")
 def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progress] = None) -> dict:
     """Quantize `model` (a spec or DualEncoder) for `cfg.runtime`; writes OUT and returns report.json's dict."""
     from compact.eval.runner import EvalConfig, evaluate

@@ -13,6 +13,86 @@ from typing import Any, Iterator
 from compact.errors import CompactError
 
 
+_HELD: dict[str, int] = {}  # lock file -> nesting depth in this process (a stage that calls another stage)
+
+
+def lock_path(path: Path) -> Path:
+    path = Path(path).resolve()
+    return path.parent / f".{path.name}.lock"
+
+
+@contextlib.contextmanager
+def output_lock(path: Path) -> Iterator[None]:
+    """One compact process writes an output folder at a time. The lock is `.<name>.lock` beside the folder (the
+    folder itself is replaced by a rename) holding the writer's pid; a second writer gets a one-line error naming
+    it. flock, not a lock library, because the message needs the holder's pid and the kernel drops the lock when
+    its process dies (kill -9 included): a killed run's file stays behind holding a dead pid, and the next run takes
+it over. Removed on a clean exit. Re-entrant in one process."""
+    lock = lock_path(path)
+    key = str(lock)
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock (compact's supported platforms are Linux and macOS)
+        yield
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise CompactError(f"output {Path(path)} is being written by another compact process (pid {holder}); "
+                               "wait for it to finish, or write to another folder") from None
+        try:  # the holder we waited on may have removed the file: then lock the new one
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD[key] = 1
+        yield
+    finally:
+        _HELD.pop(key, None)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)  # while still holding it, so nobody locks a file that is about to vanish
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def locked(out_arg: str):
+    """Decorator: hold `output_lock` on the function's `out_arg` argument for the whole call."""
+    import functools
+    import inspect
+
+    def wrap(fn):
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            out = sig.bind(*args, **kwargs).arguments.get(out_arg)
+            if out is None:
+                return fn(*args, **kwargs)
+            with output_lock(Path(out)):
+                return fn(*args, **kwargs)
+
+        return inner
+
+    return wrap
+
+
 def check_output_dir(path: Path, overwrite: bool) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
