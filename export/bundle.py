@@ -295,13 +295,57 @@ def read_manifest(bundle: Path) -> dict:
     if not path.is_file():
         raise CompactError(f"{bundle} has no {MANIFEST}, so it is not a compact export bundle; "
                            "write one with `compact export TARGET MODEL -o DIR`")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise CompactError(f"{path} is {path.stat().st_size:,} bytes, not a compact manifest (at most "
+                           f"{MAX_MANIFEST_BYTES:,}); re-export the bundle")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise CompactError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); re-export the bundle") from None
-    if manifest.get("format") != FORMAT:
-        raise CompactError(f"{path} is not a compact export manifest (format {manifest.get('format')!r})")
+    except UnicodeDecodeError:
+        raise CompactError(f"{path} is not UTF-8 text; re-export the bundle") from None
+    except RecursionError:
+        raise CompactError(f"{path} is nested too deeply to be a compact manifest; re-export the bundle") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise CompactError(f"{path} is not a compact export manifest (format {got!r})")
+    check_manifest(manifest, Path(bundle))
     return manifest
+
+
+MAX_MANIFEST_BYTES = 16 << 20
+
+
+def check_manifest(manifest: dict, bundle: Path) -> None:
+    """The fields compact reads, with the types it expects; every file path stays inside the bundle (a manifest
+    from a stranger must not make compact open ../../anything)."""
+    where = bundle / MANIFEST
+    files = manifest.get("files")
+    if not isinstance(files, list) or not files:
+        raise CompactError(f"{where}: 'files' must be a non-empty list; re-export the bundle")
+    for i, f in enumerate(files):
+        if not isinstance(f, dict) or not isinstance(f.get("path"), str) or f.get("tower") not in ("image", "text"):
+            raise CompactError(f"{where}: files[{i}] needs a string 'path' and a 'tower' of image or text")
+        inside_folder(bundle, f["path"], f"{where}: files[{i}].path")
+    dim = manifest.get("embed_dim")
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= 1 << 16):
+        raise CompactError(f"{where}: embed_dim must be an integer in 1..65536, got {dim!r}")
+    for key in ("preprocess", "tokenizer", "source"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            raise CompactError(f"{where}: {key!r} must be an object, got {type(manifest[key]).__name__}")
+
+
+def inside_folder(folder: Path, rel: str, what: str) -> Path:
+    """`folder/rel`, refusing absolute paths, '..' and symlinks that lead outside `folder`."""
+    p = Path(rel)
+    if not rel or p.is_absolute() or ".." in p.parts or "\x00" in rel:
+        raise CompactError(f"{what} {rel!r} points outside its folder; refusing it")
+    full = folder / p
+    try:
+        full.resolve().relative_to(folder.resolve())
+    except ValueError:
+        raise CompactError(f"{what} {rel!r} resolves outside its folder (a symlink?); refusing it") from None
+    return full
 
 
 @locked("out")

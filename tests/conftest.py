@@ -25,3 +25,12 @@ def quick_reference(cache_root):
     from compact.reference.build import ReferenceBuildConfig, build_reference
 
     return build_reference(ReferenceBuildConfig(size="quick"))
+
+
+@pytest.fixture(autouse=True)
+def _default_teacher_options():
+    """`compact --allow-pickle ...` sets process-wide loading options; CLI tests must not leak them."""
+    from compact.models.teachers import TeacherOptions, set_default_options
+
+    yield
+    set_default_options(TeacherOptions())

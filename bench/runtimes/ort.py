@@ -47,6 +47,9 @@ class OnnxRuntime(BenchRuntime):
             so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = [self.provider] + (["CPUExecutionProvider"] if self.provider != "CPUExecutionProvider" else [])
+        from export.targets.onnx import check_external_data
+
+        check_external_data(bundle / self.entry(manifest, tower, cfg.optimized)["path"])
         sess = ort.InferenceSession(str(bundle / self.entry(manifest, tower, cfg.optimized)["path"]), so,
                                     providers=providers)
         return OrtHandle(sess, {i.name for i in sess.get_inputs()}, self.device)

@@ -48,12 +48,14 @@ def eval_command(model, data_spec, langs, teacher, class_names, templates, batch
     """
     from compact.data.sources import open_eval_data
     from compact.eval.runner import EvalConfig, evaluate
-    from compact.models.teachers import TeacherOptions, load_teacher
+    from dataclasses import replace
+
+    from compact.models.teachers import default_options, load_teacher
     from compact.utils.io import check_output_dir
 
     if output:
         check_output_dir(output, overwrite)  # fail before the slow part, not after
-    options = TeacherOptions(trust_remote_code=trust_remote_code)
+    options = replace(default_options(), trust_remote_code=trust_remote_code or default_options().trust_remote_code)
     lang_list = tuple(x.strip() for x in langs.split(",") if x.strip()) if langs else None
     data = open_eval_data(data_spec, class_names=class_names, templates=templates)
     net = load_teacher(model, options)

@@ -27,8 +27,11 @@ class CompactGroup(click.Group):
 
 @click.group(cls=CompactGroup, context_settings=CONTEXT)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option("--allow-pickle", is_flag=True,
+              help="Load pickle-based weights (pytorch_model.bin, .pt) you trust; read with weights_only=True.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow Hugging Face models that ship their own code.")
 @click.version_option(package_name="compact-clip")
-def cli(verbose: int) -> None:
+def cli(verbose: int, allow_pickle: bool, trust_remote_code: bool) -> None:
     """compact: small multilingual CLIP models, from teacher to device, checked per language.
 
     \b
@@ -52,6 +55,9 @@ def cli(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    from compact.models.teachers import TeacherOptions, set_default_options
+
+    set_default_options(TeacherOptions(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code))
 
 
 def _register() -> None:

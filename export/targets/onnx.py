@@ -151,12 +151,45 @@ def ort_optimize(path: Path, out: Path, tower: Tower, num_heads: int, hidden: in
     return {"model_type": model_type, "fused": {k: v for k, v in counts.items() if k in FUSED_OPS}}
 
 
+def check_external_data(path: Path) -> None:
+    """Tensors stored outside an .onnx file must live in its folder: a `location` that is absolute, climbs with '..'
+    or follows a symlink out is refused before any runtime opens the file (a model from a stranger must not read
+    /etc/shadow or another user's files into its weights)."""
+    import onnx
+
+    from export.bundle import inside_folder
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf raises its own DecodeError types
+        raise CompactError(f"{path} is not a readable ONNX model ({type(e).__name__}); re-export it") from None
+
+    def tensors(graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    yield a.t
+                yield from a.tensors
+                if a.HasField("g"):
+                    yield from tensors(a.g)
+                for g in a.graphs:
+                    yield from tensors(g)
+
+    for t in tensors(model.graph):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            loc = next((e.value for e in t.external_data if e.key == "location"), "")
+            inside_folder(path.parent, loc, f"{path.name}: tensor {t.name!r} external data location")
+
+
 def ort_session(path: Path, threads: int = 0, optimized: bool = True, spin: bool = False):
     """A CPU session for compact's own runs (parity, `compact eval` on bundles, quantize's candidates).
     Worker threads sleep between calls (`spin=False`): a spinning pool of one session steals the cores the next
     session's call needs (image then text: 1.6x slower on ViT-B/32 with spinning; `python -m bench.photo_then_query`)."""
     import onnxruntime as ort
 
+    check_external_data(path)
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads

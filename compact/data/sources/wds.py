@@ -28,7 +28,7 @@ from typing import Any, Iterator, Optional
 
 import braceexpand
 from PIL import Image
-from webdataset.tariterators import group_by_keys, tar_file_expander
+from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander
 
 from compact.data.images import load_image
 from compact.data.sources import register_source
@@ -123,11 +123,47 @@ def _read_shard(shard: Path, data: _Collected) -> None:
                         "key.jpg|jpeg|png|webp plus key.txt or key.json with its caption")
 
 
+def unsafe_members(shard: Path) -> list[tuple[str, str]]:
+    """(name, why) for every member that is not a plain file with a plain relative name: links, devices, absolute
+    names, names with '..'. compact never extracts a tar (members are read into memory), so these cannot write
+    anywhere; they are skipped and reported so a hostile or broken shard is visible."""
+    out = []
+    try:
+        with tarfile.open(shard, "r:*") as tar:  # headers only: seeks over the data of uncompressed shards
+            for m in tar:
+                if m.issym() or m.islnk():
+                    out.append((m.name, f"{'symlink' if m.issym() else 'hard link'} to {m.linkname!r}"))
+                elif not (m.isreg() or m.isdir()):
+                    out.append((m.name, "not a regular file"))
+                elif not _safe_name(m.name):
+                    out.append((m.name, "absolute or '..' path"))
+    except (tarfile.TarError, OSError, EOFError):
+        return out  # the read in `_samples` reports an unreadable shard
+    return out
+
+
+def _safe_name(name: str) -> bool:
+    return bool(name) and not name.startswith(("/", "\\")) and ".." not in re.split(r"[/\\]", name) \
+        and "\x00" not in name
+
+
 def _samples(shard: Path) -> Iterator[dict[str, Any]]:
-    """The samples of one tar shard, grouped by key with webdataset's own rules (suffixes lower-cased)."""
+    """The samples of one tar shard, grouped by key with webdataset's own rules (suffixes lower-cased). Unsafe
+    members are skipped (webdataset already skips links and devices) and reported once per shard."""
+    bad = unsafe_members(shard)
+    if bad:
+        kinds = Counter(why.split(" to ")[0] for _, why in bad)
+        shown = "; ".join(f"{n!r}: {why}" for n, why in bad[:3])
+        log.warning("webdataset shard %s: skipped %d unsafe member(s) (%s; e.g. %s%s)", shard, len(bad),
+                    ", ".join(f"{k}: {v}" for k, v in kinds.items()), shown, "; ..." if len(bad) > 3 else "")
+    # A sample that lost a member this way (a caption whose image was a symlink) is skipped whole.
+    bad_keys = {base_plus_ext(n)[0] for n, _ in bad} - {None}
     with shard.open("rb") as stream:
         try:
-            yield from group_by_keys(tar_file_expander([{"url": str(shard), "stream": stream}]))
+            for sample in group_by_keys(tar_file_expander([{"url": str(shard), "stream": stream}],
+                                                          select_files=_safe_name)):
+                if sample["__key__"] not in bad_keys:
+                    yield sample
         except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
             # webdataset appends " @ <stream>" to the message; keep the reason only
             reason = " ".join(str(exc.args[0] if exc.args else exc).split(" @ ")[0].split()) or type(exc).__name__

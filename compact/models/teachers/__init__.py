@@ -12,6 +12,7 @@ A teacher spec is a string:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 from compact.errors import TeacherError
@@ -23,6 +24,23 @@ class TeacherOptions:
     device: str = "cpu"
     trust_remote_code: bool = False  # only honoured when the user passes --trust-remote-code
     cache_dir: Optional[str] = None
+    # Pickle-based weights (pytorch_model.bin, .pt) can run code when unpickled: refused unless the user passes
+    # --allow-pickle, and even then read with torch.load(weights_only=True).
+    allow_pickle: bool = False
+
+
+_DEFAULT_OPTIONS = TeacherOptions()
+
+
+def set_default_options(options: TeacherOptions) -> None:
+    """What `load_teacher` uses when no options are passed (the CLI sets it from `compact --allow-pickle
+    --trust-remote-code ...`), so every command's model loading honours the user's flags."""
+    global _DEFAULT_OPTIONS
+    _DEFAULT_OPTIONS = options
+
+
+def default_options() -> TeacherOptions:
+    return _DEFAULT_OPTIONS
 
 
 class TeacherAdapter:
@@ -38,6 +56,26 @@ class TeacherAdapter:
     @classmethod
     def load(cls, spec: str, options: TeacherOptions) -> DualEncoder:
         raise NotImplementedError
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def unsafe_pickle_message(what: str) -> str:
+    return (f"{what}: the pickle holds more than tensors (objects or calls that would run code), so "
+            "torch.load(weights_only=True) refused it and nothing in it ran; do not load this file")
+
+
+def check_no_pickle_only(folder: Path, error: type = TeacherError) -> None:
+    """A folder whose weights are all pickle-based (pytorch_model.bin, ...) is refused without --allow-pickle."""
+    names = [f.name for f in folder.iterdir() if f.is_file()]
+    if any(n.endswith(".safetensors") for n in names):
+        return
+    pickled = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
+    if pickled:
+        raise error(f"{folder} holds pickle-based weights only ({', '.join(pickled[:3])}), which can run code "
+                           "when loaded; convert them to safetensors, or pass --allow-pickle if you trust the file "
+                           "(it is then read with torch.load(weights_only=True))")
 
 
 TEACHERS: dict[str, type[TeacherAdapter]] = {}
@@ -57,7 +95,7 @@ def load_teacher(spec: str, options: Optional[TeacherOptions] = None,
                  progress: Optional[Callable[[str], None]] = None) -> DualEncoder:
     """Resolve `spec` through the registry (prefixed adapters first, then path-based ones) and load it."""
     _import_builtin()
-    options = options or TeacherOptions()
+    options = options or _DEFAULT_OPTIONS
     spec = spec.strip()
     if not spec:
         raise TeacherError("empty teacher spec; pass e.g. 'reference', 'open_clip:ViT-B-32' or a folder path")

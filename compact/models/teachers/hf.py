@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Sequence
 
@@ -11,7 +12,8 @@ import torch
 from compact.errors import TeacherError
 from compact.models.dual_encoder import DualEncoder, TokenBatch
 from compact.models.preprocess import OPENAI_MEAN, OPENAI_STD, PreprocessConfig
-from compact.models.teachers import TeacherAdapter, TeacherOptions, register_teacher
+from compact.models.teachers import (TeacherAdapter, TeacherOptions, check_no_pickle_only, register_teacher,
+                                     unsafe_pickle_message)
 from compact.models.teachers._hub import offline, offline_help
 
 _PIL_RESAMPLE = {2: "bilinear", 3: "bicubic", 0: "nearest"}
@@ -65,13 +67,22 @@ def load_hf_clip(model_id: str, options: TeacherOptions) -> HFCLIPEncoder:
     local = Path(model_id).is_dir()
     local_only = local or offline()
     kw = dict(local_files_only=local_only, trust_remote_code=options.trust_remote_code, cache_dir=options.cache_dir)
+    if not options.allow_pickle:
+        if local:
+            check_no_pickle_only(Path(model_id))
+        kw["use_safetensors"] = True  # never unpickle pytorch_model.bin unless --allow-pickle
     try:
         model = AutoModel.from_pretrained(model_id, **kw)
         tokenizer = AutoTokenizer.from_pretrained(model_id, **kw)
+    except pickle.UnpicklingError:
+        raise TeacherError(unsafe_pickle_message(model_id)) from None
     except (OSError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "trust_remote_code" in str(e):
             raise TeacherError(f"{model_id} ships custom code; re-run with --trust-remote-code if you trust it") from None
+        if not options.allow_pickle and "safetensors" in str(e).lower():
+            raise TeacherError(f"{model_id} has no safetensors weights, only pickle-based ones; convert them to "
+                               "safetensors, or pass --allow-pickle if you trust the file") from None
         if local:
             raise TeacherError(f"cannot load Hugging Face model from {model_id} ({first}); the folder needs "
                                "config.json, weights and tokenizer files (save_pretrained writes them)") from None

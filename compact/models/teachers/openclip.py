@@ -7,6 +7,7 @@ Covers the multilingual towers (xlm-roberta-base-ViT-B-32, nllb-clip-*) and Mobi
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 from typing import Sequence
 
@@ -15,7 +16,8 @@ import torch
 from compact.errors import TeacherError
 from compact.models.dual_encoder import DualEncoder, TokenBatch
 from compact.models.preprocess import PreprocessConfig
-from compact.models.teachers import TeacherAdapter, TeacherOptions, register_teacher
+from compact.models.teachers import (TeacherAdapter, TeacherOptions, check_no_pickle_only, register_teacher,
+                                     unsafe_pickle_message)
 from compact.models.teachers._hub import offline, offline_help
 
 log = logging.getLogger(__name__)
@@ -71,12 +73,21 @@ def load_open_clip(name: str, pretrained: str | None, options: TeacherOptions) -
     import open_clip
 
     needs_hub = name.startswith("hf-hub:") or (pretrained is not None and not Path(pretrained).exists())
+    if pretrained is not None and Path(pretrained).exists() and not pretrained.endswith(".safetensors") \
+            and not options.allow_pickle:
+        raise TeacherError(f"{pretrained} is a pickle-based checkpoint, which can run code when loaded; convert it "
+                           "to safetensors, or pass --allow-pickle if you trust the file (open_clip then reads it "
+                           "with torch.load(weights_only=True))")
+    if name.startswith("local-dir:") and not options.allow_pickle and Path(name[len("local-dir:"):]).is_dir():
+        check_no_pickle_only(Path(name[len("local-dir:"):]))
     if needs_hub and offline():
         _check_cached(name, pretrained)
     try:
         model = open_clip.create_model(name, pretrained=pretrained, device=options.device,
                                        cache_dir=options.cache_dir)
         tokenizer = open_clip.get_tokenizer(name, cache_dir=options.cache_dir)
+    except pickle.UnpicklingError:
+        raise TeacherError(unsafe_pickle_message(pretrained or name)) from None
     except (RuntimeError, OSError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         hint = offline_help(name) if needs_hub or "hub" in msg.lower() or "offline" in msg.lower() \
