@@ -281,3 +281,160 @@ def test_webdataset_links_and_escaping_names_are_skipped_and_reported(tmp_path, 
     msg = " ".join(r.getMessage() for r in caplog.records)
     assert "skipped 5 unsafe member(s)" in msg and "'../evil.png'" in msg and "symlink" in msg
     assert set(tmp_path.parent.iterdir()) == before and not (tmp_path / "evil.png").exists()
+
+
+def test_coreml_package_with_a_path_escape_is_refused(tmp_path):
+    import json
+
+    from export.targets.coreml import check_package_paths
+
+    pkg = tmp_path / "image.mlpackage"
+    (pkg / "Data" / "com.apple.CoreML").mkdir(parents=True)
+    entries = {"A": {"path": "com.apple.CoreML/model.mlmodel", "name": "model.mlmodel"}}
+    (pkg / "Manifest.json").write_text(json.dumps({"itemInfoEntries": entries, "rootModelIdentifier": "A"}))
+    check_package_paths(pkg)  # a well-formed package passes
+    for bad in ("../../../etc/passwd", "/etc/passwd"):
+        entries["B"] = {"path": bad, "name": "weights"}
+        (pkg / "Manifest.json").write_text(json.dumps({"itemInfoEntries": entries}))
+        with pytest.raises(CompactError, match="points outside its folder"):
+            check_package_paths(pkg)
+    (pkg / "Manifest.json").write_text("[" * 100_000)
+    with pytest.raises(CompactError, match="not a Core ML package manifest"):
+        check_package_paths(pkg)
+
+
+def test_safetensors_header_that_lies_about_sizes_is_a_one_line_error(tmp_path):
+    import json
+    import struct
+
+    from helpers import tiny_compact
+
+    from compact.models.folder import load_model, save_model
+
+    folder = tmp_path / "m"
+    save_model(tiny_compact(), folder)
+    header = json.dumps({"visual.proj.weight": {"dtype": "F32", "shape": [1 << 20, 1 << 10],
+                                                "data_offsets": [0, 4 << 30]}}).encode()
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
+    with pytest.raises(CompactError, match="corrupt"):
+        load_model(folder)
+    res = CliRunner().invoke(cli, ["export", "onnx", str(folder), "-o", str(tmp_path / "b")])
+    assert res.exit_code != 0 and "corrupt" in res.output and "Traceback" not in res.output
+
+
+# SIGKILL mid-stage: nothing partial under the final name, a re-run finishes, and its result equals an
+# uninterrupted run's.
+
+def _kill_when(cmd, ready, timeout=300.0):
+    """Run `cmd`; SIGKILL it as soon as `ready()` holds. Returns True if it was killed (False: it finished
+    before `ready` held, so the test could not interrupt it)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            return False
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError(f"{cmd} did not reach the kill point in {timeout} s")
+
+
+def _outputs(bundle, name):
+    import numpy as np
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(bundle / name), providers=["CPUExecutionProvider"])
+    feeds = {}
+    for i in sess.get_inputs():
+        shape = [2 if not isinstance(d, int) else d for d in i.shape]
+        if i.name == "pixel_values":
+            feeds[i.name] = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        else:
+            feeds[i.name] = np.full(shape, 5 if i.name == "input_ids" else 1, dtype=np.int64)
+    return sess.run(None, feeds)[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    from helpers import tiny_compact
+
+    from compact.models.folder import save_model
+
+    folder = tmp_path_factory.mktemp("kill") / "tiny"
+    save_model(tiny_compact(), folder)
+    return folder
+
+
+CLI = [sys.executable, "-m", "compact.cli.main"]
+
+
+def test_export_killed_mid_write_leaves_nothing_and_reruns_to_the_same_bundle(tiny_folder, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    cmd = [*CLI, "export", "onnx", str(tiny_folder), "--no-compare-shapes", "-o"]
+    subprocess.run([*cmd, str(ref)], check=True, capture_output=True)
+    # Mid-export: the temporary folder has its first graph, the manifest is not written yet.
+    killed = _kill_when([*cmd, str(out)], lambda: any((t / "image.onnx").exists() for t in tmp_path.glob(".out.tmp-*")))
+    assert killed, "the export finished before it could be killed"
+    assert not out.exists() and list(tmp_path.glob(".out.tmp-*"))  # nothing under the final name
+    subprocess.run([*cmd, str(out)], check=True, capture_output=True)
+    assert not list(tmp_path.glob(".out.tmp-*")) and not list(tmp_path.glob(".out.lock"))  # leftovers cleaned
+    for name in ("image.onnx", "text.onnx"):
+        np.testing.assert_allclose(_outputs(out, name), _outputs(ref, name), atol=1e-6)
+
+
+def test_quantize_killed_mid_run_leaves_nothing_and_reruns_to_the_same_result(tiny_folder, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import json
+
+    import numpy as np
+
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    cmd = [*CLI, "quantize", str(tiny_folder), "--method", "ort_dynamic_int8", "--eval-data", "", "--force",
+           "--calib-images", "8", "-o"]
+    t0 = time.monotonic()
+    subprocess.run([*cmd, str(ref)], check=True, capture_output=True)
+    took = time.monotonic() - t0
+    start = time.monotonic()
+    killed = _kill_when([*cmd, str(out)], lambda: time.monotonic() - start > 0.6 * took)
+    assert killed, "quantize finished before it could be killed"
+    assert not out.exists()
+    subprocess.run([*cmd, str(out)], check=True, capture_output=True)
+    a, b = (json.loads((d / "report.json").read_text()) for d in (ref, out))
+    assert a["choice"] == b["choice"] == {"image": "ort_dynamic_int8", "text": "ort_dynamic_int8"}
+    files = [f["path"] for f in json.loads((ref / "bundle" / "manifest.json").read_text())["files"]]
+    assert files == [f["path"] for f in json.loads((out / "bundle" / "manifest.json").read_text())["files"]]
+    for name in files:
+        np.testing.assert_allclose(_outputs(out / "bundle", name), _outputs(ref / "bundle", name), atol=1e-6)
+
+
+@pytest.mark.parametrize("edit, match", [
+    ({"vision": {"width": 1 << 22, "heads": 1}}, "does not match config.json"),  # meta skeleton: nothing allocated
+    ({"embed_dim": 10 ** 30}, "not a valid int in 1"),
+    ({"text": {"heads": [1, "x"]}}, "not a valid Union"),
+    ({"vision": {"type": "timm", "timm_name": "no_such_net"}}, "timm_name 'no_such_net'"),
+    ({"vision": []}, "must be a JSON object"),
+])
+def test_model_config_with_huge_or_wrong_values_is_refused(tmp_path, edit, match):
+    import json
+
+    from helpers import tiny_compact
+
+    from compact.models.folder import load_model, save_model
+
+    model = tiny_compact()
+    save_model(model, tmp_path / "m")
+    cfg = model.cfg.to_dict()
+    for k, v in edit.items():
+        if isinstance(v, dict):
+            cfg[k].update(v)
+        else:
+            cfg[k] = v
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CompactError, match=match):
+        load_model(tmp_path / "m")

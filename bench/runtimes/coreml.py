@@ -42,7 +42,10 @@ class CoreML(BenchRuntime):
     def load(self, bundle: Path, manifest: dict, tower: str, cfg: RuntimeConfig) -> CoreMLHandle:
         import coremltools as ct
 
+        from export.targets.coreml import check_package_paths
+
         entry = self.entry(manifest, tower)
+        check_package_paths(bundle / entry["path"])
         model = ct.models.MLModel(str(bundle / entry["path"]), compute_units=getattr(ct.ComputeUnit, self.compute_units))
         return CoreMLHandle(model, entry["outputs"][0]["name"])
 

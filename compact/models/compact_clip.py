@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compact.errors import ModelFormatError
 from compact.models.config import ModelConfig, TextConfig, VisionConfig
 from compact.models.dual_encoder import DualEncoder, TokenBatch
 from compact.models.preprocess import PreprocessConfig
@@ -123,7 +124,10 @@ class TimmVision(nn.Module):
         super().__init__()
         import timm
 
-        self.backbone = timm.create_model(cfg.timm_name, pretrained=False, num_classes=0)
+        try:
+            self.backbone = timm.create_model(cfg.timm_name, pretrained=False, num_classes=0)
+        except RuntimeError as e:  # timm: "Unknown model (name)"
+            raise ModelFormatError(f"vision.timm_name {cfg.timm_name!r}: {e}; see timm.list_models()") from None
         # With num_classes=0 timm returns pooled pre-logits features: `head_hidden_size` wide for models with a
         # pre-logits head (MobileNetV4, EfficientViT, ...), else `num_features`.
         width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features

@@ -12,11 +12,49 @@ FORMAT_NAME = "compact-clip"
 FORMAT_VERSION = 1
 
 
+MAX_INT = 1 << 22  # no architecture field is larger (vocabularies are ~250k); beyond it a config is hostile
+
+
+def _matches(v: Any, tp: Any) -> bool:
+    """`v` (from JSON) has the annotated type `tp`; ints are also bounded, so a config cannot ask for 10^30 rows."""
+    import typing
+
+    origin = typing.get_origin(tp)
+    if tp is Any or isinstance(tp, type) and tp.__name__ in ("VisionConfig", "TextConfig"):
+        return True  # nested configs are checked by their own _from_dict
+    if tp is type(None):
+        return v is None
+    if tp is bool:
+        return isinstance(v, bool)
+    if tp is int:  # every int of an architecture is a positive size or count
+        return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_INT
+    if tp is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= MAX_INT
+    if tp is str:
+        return isinstance(v, str)
+    if origin is Union:
+        return any(_matches(v, a) for a in typing.get_args(tp))
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(v, list) and len(v) <= 4096 and all(_matches(x, item) for x in v)
+    return True
+
+
 def _from_dict(cls, d: dict[str, Any], where: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
+    if not isinstance(d, dict):
+        raise ModelFormatError(f"{where} must be a JSON object, got {type(d).__name__}")
+    import typing
+
+    hints = typing.get_type_hints(cls)  # the annotations are strings (`from __future__ import annotations`)
+    known = {f.name: hints[f.name] for f in fields(cls)}
+    unknown = sorted(set(d) - set(known), key=str)
     if unknown:
         raise ModelFormatError(f"{where} has unknown keys {unknown}; known keys are {sorted(known)}")
+    for k, v in d.items():
+        if not _matches(v, known[k]):
+            want = getattr(known[k], "__name__", str(known[k]).replace("typing.", ""))
+            raise ModelFormatError(f"{where}: {k} = {v!r:.60} is not a valid {want}"
+                                   f"{' in 1..' + str(MAX_INT) if 'int' in want else ''}")
     return cls(**d)
 
 
@@ -124,6 +162,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "config.json") -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise ModelFormatError(f"{where} must be a JSON object, got {type(d).__name__}")
         d = dict(d)
         if d.get("format") != FORMAT_NAME:
             raise ModelFormatError(f"{where} is not a compact model config (format={d.get('format')!r})")

@@ -15,7 +15,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from safetensors import SafetensorError
+import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from compact.errors import ModelFormatError
@@ -56,6 +57,21 @@ def save_model(model: CompactCLIP, path: Path, overwrite: bool = False, extra_fi
     return Path(path)
 
 
+def _check_shapes(weights: Path, expected: dict, got: dict) -> None:
+    wrong = [k for k in expected if k in got and got[k] != expected[k]]
+    if wrong:
+        k = wrong[0]
+        raise ModelFormatError(
+            f"{weights} does not match config.json: {len(wrong)} tensors have other shapes, e.g. {k} is "
+            f"{got[k]} in the weights but {expected[k]} in the config")
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    if missing or unexpected:
+        raise ModelFormatError(
+            f"{weights} does not match config.json (missing {len(missing)} tensors e.g. {missing[:2]}, "
+            f"unexpected {len(unexpected)} e.g. {unexpected[:2]}); the files come from different models")
+
+
 def load_model(path: Path) -> CompactCLIP:
     path = Path(path)
     if not path.is_dir():
@@ -67,27 +83,26 @@ def load_model(path: Path) -> CompactCLIP:
     languages = None
     if (path / LANGUAGES).is_file():
         languages = tuple(read_json(path / LANGUAGES, "languages.json lists the model's languages"))
-    model = CompactCLIP(cfg, load_tokenizer(path), pre, languages)
+    tokenizer = load_tokenizer(path)
     weights = path / WEIGHTS
     if not weights.is_file():
         raise ModelFormatError(f"{weights} is missing; the model folder is incomplete, re-save or re-download it")
+    # The config's shapes are checked against the weights' header on a skeleton that allocates nothing, so a
+    # config asking for a huge model fails here instead of exhausting memory.
+    with torch.device("meta"):
+        skeleton = CompactCLIP(cfg, tokenizer, pre, languages)
+    try:
+        with safe_open(str(weights), "pt") as f:
+            header = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFormatError(f"{weights} is corrupt ({str(e).splitlines()[0]}); re-save or re-download it") from None
+    _check_shapes(weights, {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, header)
+    del skeleton
+    model = CompactCLIP(cfg, tokenizer, pre, languages)
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFormatError(f"{weights} is corrupt ({str(e).splitlines()[0]}); re-save or re-download it") from None
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if wrong:
-        k = wrong[0]
-        raise ModelFormatError(
-            f"{weights} does not match config.json: {len(wrong)} tensors have other shapes, e.g. {k} is "
-            f"{tuple(state[k].shape)} in the weights but {tuple(expected[k].shape)} in the config")
-    if missing or unexpected:
-        raise ModelFormatError(
-            f"{weights} does not match config.json (missing {len(missing)} tensors e.g. {missing[:2]}, "
-            f"unexpected {len(unexpected)} e.g. {unexpected[:2]}); the files come from different models")
     model.load_state_dict(state)
     if (path / "quantization.json").is_file():  # written by `compact quantize --runtime torch`
         from compact.quantize.torch_load import apply_quantization

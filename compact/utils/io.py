@@ -107,6 +107,10 @@ def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
     path = Path(path)
     check_output_dir(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if str(lock_path(path)) in _HELD:
+        # This process holds the output's lock, so no other writer is using these: leftovers of a killed run.
+        for stale in [*path.parent.glob(f".{path.name}.tmp-*"), *path.parent.glob(f".{path.name}.old-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp

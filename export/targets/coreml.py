@@ -441,6 +441,30 @@ def _dtype_name(code: int) -> str:
     return FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(code)
 
 
+def check_package_paths(path: Path) -> None:
+    """Every item an .mlpackage's Manifest.json names must lie inside the package's Data folder: a package from a
+    stranger must not point Core ML at ../../anything or an absolute path. Plain JSON, so it runs everywhere."""
+    import json
+
+    from export.bundle import inside_folder
+
+    path = Path(path)
+    if path.suffix != ".mlpackage":
+        return
+    manifest = path / "Manifest.json"
+    try:
+        items = json.loads(manifest.read_text(encoding="utf-8")).get("itemInfoEntries", {})
+    except (OSError, ValueError, AttributeError, RecursionError):
+        raise CompactError(f"{manifest} is missing or not a Core ML package manifest; re-export the package") from None
+    if not isinstance(items, dict):
+        raise CompactError(f"{manifest}: itemInfoEntries must be an object; re-export the package")
+    for key, item in items.items():
+        rel = item.get("path") if isinstance(item, dict) else None
+        if not isinstance(rel, str):
+            raise CompactError(f"{manifest}: item {key!r} has no string path; re-export the package")
+        inside_folder(path / "Data", rel, f"{manifest.name}: item {key!r} path")
+
+
 def validate_mlpackage(path: Path, tower: Tower, shapes: Optional[list[tuple[int, ...]]] = None,
                        weights: Optional[str] = None, embed_dim: Optional[int] = None) -> dict:
     """Structural check of a saved package without compiling it (works on Linux): input/output names, dtypes
@@ -451,6 +475,7 @@ def validate_mlpackage(path: Path, tower: Tower, shapes: Optional[list[tuple[int
 
     path = Path(path)
     where = f"{path.name} ({tower.name} tower)"
+    check_package_paths(path)
     try:
         spec = ct.utils.load_spec(str(path))
     except Exception as e:  # protobuf / package errors
@@ -815,6 +840,7 @@ class CoreMLTarget(ExportTarget):
         if sys.platform == "darwin":
             import coremltools as ct
 
+            check_package_paths(path)
             ml = ct.models.MLModel(str(path))
             plan = prog.plan if prog else _plan_from_spec(ml.get_spec())
             names = tuple(i.name for i in ml.get_spec().description.input)
