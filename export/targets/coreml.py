@@ -455,7 +455,8 @@ def check_package_paths(path: Path) -> None:
     try:
         items = json.loads(manifest.read_text(encoding="utf-8")).get("itemInfoEntries", {})
     except (OSError, ValueError, AttributeError, RecursionError):
-        raise CompactError(f"{manifest} is missing or not a Core ML package manifest; re-export the package") from None
+        raise CompactError(f"{path} cannot be read as a Core ML package: {manifest.name} is missing or not a "
+                           "package manifest; re-export it") from None
     if not isinstance(items, dict):
         raise CompactError(f"{manifest}: itemInfoEntries must be an object; re-export the package")
     for key, item in items.items():
