@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    a = a / np.linalg.norm(a, axis=-1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=-1, keepdims=True)
-    return float((a * b).sum(-1).min())
+    from compact.quantize.gates import cosine_stats
+
+    return cosine_stats(a, b)["cosine_min"]
 
 
 def check_model(name: str, model, tmp: Path, batches: list[int], seconds: float) -> dict:

@@ -27,26 +27,14 @@ BUDGET = {"reference": 170.0, "distill": 150.0, "prune": 80.0, "quantize": 60.0,
 TOTAL_BUDGET = 450.0  # + ~150 s install = the README's ten minutes
 
 
-def gemm_gflops(seconds: float = 1.0) -> float:
-    """fp32 1024^3 matmul rate with torch's default threads: the machine's speed at that moment."""
-    import torch
-
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    for _ in range(3):
-        a @ b
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        n += 1
-    return 2 * 1024**3 * n / (time.perf_counter() - t0) / 1e9
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", type=Path, default=None, help="run into this folder (must not exist) and keep it")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/make_run.json"))
     args = ap.parse_args(argv)
-    before = gemm_gflops()
+    from compact.pipeline.run import gemm_gflops
+
+    before = gemm_gflops(1024, 1.0)
     with tempfile.TemporaryDirectory(prefix="compact-makerun-") as tmp:
         run_dir = args.keep or Path(tmp) / "run"
         env = {**os.environ, "COMPACT_CACHE": str(Path(tmp) / "cache")}
@@ -58,7 +46,7 @@ def main(argv=None) -> int:
             return proc.returncode
         report = json.loads((run_dir / "report.json").read_text())
         stages = {k: v["seconds"] for k, v in report["stages"].items()}
-    after = gemm_gflops()
+    after = gemm_gflops(1024, 1.0)
     rows = [{"stage": s, "seconds": stages.get(s), "budget": b,
              "over": stages.get(s) is not None and stages[s] > b} for s, b in BUDGET.items()]
     total = sum(v for v in stages.values() if v)

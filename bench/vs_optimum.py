@@ -76,13 +76,12 @@ def optimum_export(bin_dir: Path, model: Path, out: Path) -> Path:
     return found[0]
 
 
-def _session(path: Path, threads: int, spin: bool | None):
+def _default_session(path: Path, threads: int):
+    """A session as Optimum's ORTModel makes it: onnxruntime's defaults, threads pinned like compact's side."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
-    if spin is not None:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
@@ -94,9 +93,11 @@ def measure(optimum_onnx: Path, bundle: Path, hf_folder: Path, batches: list[int
     manifest = json.loads((bundle / "manifest.json").read_text())
     files = {f["tower"]: f["path"] for f in manifest["files"] if f.get("optimized")} or \
         {f["tower"]: f["path"] for f in manifest["files"]}
-    opt = _session(optimum_onnx, threads, None)  # as Optimum's ORTModel makes it: onnxruntime's defaults
-    img = _session(bundle / files["image"], threads, False)
-    txt = _session(bundle / files["text"], threads, False)
+    from compact.quantize.gates import cosine_stats
+    from export.targets.onnx import ort_session
+
+    opt = _default_session(optimum_onnx, threads)
+    img, txt = (ort_session(bundle / files[t], threads) for t in ("image", "text"))  # compact's own sessions
     opt_inputs = {i.name for i in opt.get_inputs()}
     rows = []
     for b in batches:
@@ -111,11 +112,8 @@ def measure(optimum_onnx: Path, bundle: Path, hf_folder: Path, batches: list[int
         ci = img.run(None, {"pixel_values": px})[0]
         ct = txt.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
-        def cos(a, c):
-            a = a / np.linalg.norm(a, axis=-1, keepdims=True)
-            return float((a * c / np.linalg.norm(c, axis=-1, keepdims=True)).sum(-1).min())
-
-        parity = {"image": cos(out["image_embeds"], ci), "text": cos(out["text_embeds"], ct)}
+        parity = {"image": cosine_stats(out["image_embeds"], ci)["cosine_min"],
+                  "text": cosine_stats(out["text_embeds"], ct)["cosine_min"]}
         r = compare_callables(lambda: opt.run(None, feeds),
                               lambda: (img.run(None, {"pixel_values": px}),
                                        txt.run(None, {"input_ids": ids, "attention_mask": mask})), timing)

@@ -49,9 +49,9 @@ class OnnxRuntime(BenchRuntime):
         providers = [self.provider] + (["CPUExecutionProvider"] if self.provider != "CPUExecutionProvider" else [])
         from export.targets.onnx import check_external_data
 
-        check_external_data(bundle / self.entry(manifest, tower, cfg.optimized)["path"])
-        sess = ort.InferenceSession(str(bundle / self.entry(manifest, tower, cfg.optimized)["path"]), so,
-                                    providers=providers)
+        path = bundle / self.entry(manifest, tower, cfg.optimized)["path"]
+        check_external_data(path)
+        sess = ort.InferenceSession(str(path), so, providers=providers)
         return OrtHandle(sess, {i.name for i in sess.get_inputs()}, self.device)
 
     def prepare(self, handle: OrtHandle, feeds: Feeds) -> dict:

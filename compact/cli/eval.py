@@ -46,16 +46,17 @@ def eval_command(model, data_spec, langs, teacher, class_names, templates, batch
     py:my_module:build, or a folder (compact model, open_clip local dir, Hugging Face save_pretrained).
     Example: compact eval reference --data reference:test --langs en,de,ja -o runs/eval
     """
-    from compact.data.sources import open_eval_data
-    from compact.eval.runner import EvalConfig, evaluate
     from dataclasses import replace
 
+    from compact.data.sources import open_eval_data
+    from compact.eval.runner import EvalConfig, evaluate
     from compact.models.teachers import default_options, load_teacher
     from compact.utils.io import check_output_dir
 
     if output:
         check_output_dir(output, overwrite)  # fail before the slow part, not after
-    options = replace(default_options(), trust_remote_code=trust_remote_code or default_options().trust_remote_code)
+    # `compact eval --trust-remote-code` predates the global `compact --trust-remote-code`; either turns it on.
+    options = replace(default_options(), trust_remote_code=True) if trust_remote_code else default_options()
     lang_list = tuple(x.strip() for x in langs.split(",") if x.strip()) if langs else None
     data = open_eval_data(data_spec, class_names=class_names, templates=templates)
     net = load_teacher(model, options)

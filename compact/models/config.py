@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional, Union
 
@@ -17,8 +18,6 @@ MAX_INT = 1 << 22  # no architecture field is larger (vocabularies are ~250k); b
 
 def _matches(v: Any, tp: Any) -> bool:
     """`v` (from JSON) has the annotated type `tp`; ints are also bounded, so a config cannot ask for 10^30 rows."""
-    import typing
-
     origin = typing.get_origin(tp)
     if tp is Any or isinstance(tp, type) and tp.__name__ in ("VisionConfig", "TextConfig"):
         return True  # nested configs are checked by their own _from_dict
@@ -43,8 +42,6 @@ def _matches(v: Any, tp: Any) -> bool:
 def _from_dict(cls, d: dict[str, Any], where: str):
     if not isinstance(d, dict):
         raise ModelFormatError(f"{where} must be a JSON object, got {type(d).__name__}")
-    import typing
-
     hints = typing.get_type_hints(cls)  # the annotations are strings (`from __future__ import annotations`)
     known = {f.name: hints[f.name] for f in fields(cls)}
     unknown = sorted(set(d) - set(known), key=str)

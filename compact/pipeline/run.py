@@ -46,6 +46,7 @@ class Pipeline:
         self.hashes: dict[str, str] = {}
         self.summary: dict[str, dict] = {}
         self.skipped: dict[str, str] = {}  # what this machine could not do, and why
+        self.ran: list[str] = []  # stages run (not skipped) by this invocation, for report.json
 
     # ---- the stage machinery ------------------------------------------------------------------------------
     def _stage(self, name: str, config: dict, deps: tuple[str, ...], fn: Callable[[Path], dict]) -> dict:
@@ -95,7 +96,6 @@ class Pipeline:
     def run(self) -> dict:
         r = self.r
         self.out.mkdir(parents=True, exist_ok=True)
-        self.ran: list[str] = []
         machine = machine_facts()
         self._stage("reference", {"teacher": r.teacher, "data": r.data, "seed": r.seed}, (), self._reference)
         self._stage("distill", {"distill": asdict(r.distill), "teacher": r.teacher, "data": r.data,
@@ -282,6 +282,19 @@ class Pipeline:
         return {"report": str(self.out / "report.html")}
 
 
+def gemm_gflops(n: int = 512, seconds: float = 0.3) -> float:
+    """fp32 n x n matmul rate with torch's current threads: the machine's speed at this moment."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    calls, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        calls += 1
+    return 2 * n**3 * calls / (time.perf_counter() - t0) / 1e9
+
+
 def machine_facts() -> dict:
     """What sets the stage timings: cores, torch threads, bf16 autocast, and the fp32 GEMM rate right now (a shared
     VM's second core is sometimes much slower; a run 3x over budget with a low rate is the machine, not compact)."""
@@ -291,13 +304,7 @@ def machine_facts() -> dict:
 
     from compact.reference.teacher import cpu_has_bf16
 
-    a, b = torch.randn(512, 512), torch.randn(512, 512)
-    a @ b
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < 0.3:
-        a @ b
-        n += 1
-    gflops = 2 * 512**3 * n / (time.perf_counter() - t0) / 1e9
+    gflops = gemm_gflops()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"cores": cores, "torch_threads": torch.get_num_threads(), "bf16_autocast": cpu_has_bf16(),
             "gemm_fp32_gflops": round(gflops, 1)}

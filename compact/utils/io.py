@@ -26,8 +26,8 @@ def output_lock(path: Path) -> Iterator[None]:
     """One compact process writes an output folder at a time. The lock is `.<name>.lock` beside the folder (the
     folder itself is replaced by a rename) holding the writer's pid; a second writer gets a one-line error naming
     it. flock, not a lock library, because the message needs the holder's pid and the kernel drops the lock when
-    its process dies (kill -9 included): a killed run's file stays behind holding a dead pid, and the next run takes
-it over. Removed on a clean exit. Re-entrant in one process."""
+    its process dies (kill -9 included): a killed run's file stays behind holding a dead pid, and the next run
+    takes it over. Removed on a clean exit. Re-entrant in one process."""
     lock = lock_path(path)
     key = str(lock)
     if key in _HELD:

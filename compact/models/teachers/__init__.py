@@ -66,16 +66,16 @@ def unsafe_pickle_message(what: str) -> str:
             "torch.load(weights_only=True) refused it and nothing in it ran; do not load this file")
 
 
-def check_no_pickle_only(folder: Path, error: type = TeacherError) -> None:
+def check_no_pickle_only(folder: Path) -> None:
     """A folder whose weights are all pickle-based (pytorch_model.bin, ...) is refused without --allow-pickle."""
     names = [f.name for f in folder.iterdir() if f.is_file()]
     if any(n.endswith(".safetensors") for n in names):
         return
     pickled = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
     if pickled:
-        raise error(f"{folder} holds pickle-based weights only ({', '.join(pickled[:3])}), which can run code "
-                           "when loaded; convert them to safetensors, or pass --allow-pickle if you trust the file "
-                           "(it is then read with torch.load(weights_only=True))")
+        raise TeacherError(f"{folder} holds pickle-based weights only ({', '.join(pickled[:3])}), which can run "
+                           "code when loaded; convert them to safetensors, or pass --allow-pickle if you trust the "
+                           "file (it is then read with torch.load(weights_only=True))")
 
 
 TEACHERS: dict[str, type[TeacherAdapter]] = {}
