@@ -203,13 +203,31 @@ def test_cache_resumes_after_interruption(quick_reference, tmp_path):
     assert seen == [3, 4]  # only the missing image shard and the text shard
 
 
-def test_resume_after_kill9_gives_same_weights(quick_reference, tmp_path):
-    recipe = _recipe_file(tmp_path, "[en, de]", """
+KILL_STAGES = """
   - {name: text, steps: 60, batch_size: 32, losses: {feature_cosine: 1.0}}
-  - {name: align, steps: 20, batch_size: 32, losses: {affinity: 1.0, feature_cosine: 1.0}}""", checkpoint_every=10)
+  - {name: align, steps: 20, batch_size: 32, losses: {affinity: 1.0, feature_cosine: 1.0}}"""
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(quick_reference, tmp_path_factory):
+    """The kill tests' recipe run once without interruption: (recipe file, its weights)."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    recipe = _recipe_file(tmp, "[en, de]", KILL_STAGES, checkpoint_every=10)
+    subprocess.run([sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe), "-o", str(tmp / "full")],
+                   check=True, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True)
+    return recipe, _weights(tmp / "full")
+
+
+def _assert_same_weights(wa: dict, wb: dict) -> None:
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-5), k
+
+
+def test_resume_after_kill9_gives_same_weights(uninterrupted, tmp_path):
+    recipe, full = uninterrupted
     env = dict(os.environ, OMP_NUM_THREADS="1")
     base = [sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe)]
-    subprocess.run(base + ["-o", str(tmp_path / "full")], check=True, env=env, capture_output=True)
     proc = subprocess.Popen(base + ["-o", str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     state = tmp_path / ".killed.work" / "checkpoint" / "state.json"
@@ -223,10 +241,39 @@ def test_resume_after_kill9_gives_same_weights(quick_reference, tmp_path):
     assert not (tmp_path / "killed").exists()  # nothing half-written
     r = subprocess.run(base + ["-o", str(tmp_path / "killed"), "--resume"], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    wa, wb = _weights(tmp_path / "full"), _weights(tmp_path / "killed")
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        assert torch.allclose(wa[k], wb[k], atol=1e-5), k
+    _assert_same_weights(full, _weights(tmp_path / "killed"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["checkpoint.write:3", "atomic_dir.swap:2"])
+def test_kill_mid_checkpoint_write_keeps_the_previous_one_and_resumes_to_the_same_weights(uninterrupted, tmp_path,
+                                                                                          point):
+    """Killed (COMPACT_FAILPOINT) while writing the step-30 checkpoint: with its weights half written, or between
+    the two renames (the step-20 one moved aside, the new one not in place). The step-20 checkpoint survives and
+    the resumed run ends on the uninterrupted run's weights."""
+    from compact.utils.checkpoint import STATE
+
+    recipe, full = uninterrupted
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    base = [sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe), "-o", str(tmp_path / "killed")]
+    r = subprocess.run(base, env=dict(env, COMPACT_FAILPOINT=point), capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    work = tmp_path / ".killed.work"
+    assert not (tmp_path / "killed").exists()
+    if point.startswith("checkpoint.write"):
+        assert json.loads((work / "checkpoint" / STATE).read_text())["step"] == 20  # intact
+        partial = list(work.glob(".checkpoint.tmp-*"))
+        assert len(partial) == 1 and not (partial[0] / STATE).exists()  # the half-written one, not under its name
+    else:
+        assert not (work / "checkpoint").exists()
+        (aside,) = work.glob(".checkpoint.old-*")
+        assert json.loads((aside / STATE).read_text())["step"] == 20
+    verbose = [sys.executable, "-m", "compact.cli.main", "-v", *base[3:], "--resume"]
+    r = subprocess.run(verbose, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "resuming at stage 0 step 20" in r.stderr, r.stderr[-2000:]
+    _assert_same_weights(full, _weights(tmp_path / "killed"))
+    assert not work.exists()
 
 
 def test_torchrun_two_ranks_matches_single_process(quick_reference, tmp_path):

@@ -33,7 +33,7 @@ from compact.errors import CompactError, DataError
 from compact.models.compact_clip import CompactCLIP, count_parameters
 from compact.models.folder import save_model
 from compact.utils.checkpoint import load_checkpoint, save_checkpoint
-from compact.utils.io import check_output_dir
+from compact.utils.io import check_output_dir, recover_interrupted
 from compact.utils.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,13 @@ class Distiller:
         from compact.models.teachers import load_teacher
 
         r = self.recipe
+        if self.opts.resume and self.rank == 0:
+            # A kill between a checkpoint's two renames leaves the previous one aside; a kill mid-write leaves a
+            # partial temporary folder. Both are put right before anything reads the checkpoint.
+            if recover_interrupted(self.ckpt):
+                log.info("restored the checkpoint a killed run had moved aside: %s", self.ckpt)
+        if self.world > 1:
+            self.dist.barrier()
         if not (self.opts.resume and (self.ckpt / "state.json").is_file()):
             check_output_dir(self.out, self.opts.overwrite)
         t0 = time.perf_counter()

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from compact.errors import CompactError
+from compact.utils.faults import failpoint
 from compact.utils.io import atomic_dir
 
 MODEL = "model.safetensors"
@@ -48,6 +49,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: Optional[torc
     """Write atomically: a kill during the write leaves the previous checkpoint intact."""
     with atomic_dir(Path(path), overwrite=True) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / MODEL))
+        failpoint("checkpoint.write")
         meta: dict[str, Any] = {"step": step, "extra": extra or {}}
         tensors = {"__torch_rng__": torch.get_rng_state()}
         if optimizer is not None:
@@ -55,6 +57,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: Optional[torc
             tensors.update(opt_tensors)
         save_file(tensors, str(tmp / OPTIM))
         (tmp / STATE).write_text(json.dumps(meta))
+    failpoint("checkpoint.saved")
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer]) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from compact.errors import CompactError
+from compact.utils.faults import failpoint
 
 
 _HELD: dict[str, int] = {}  # lock file -> nesting depth in this process (a stage that calls another stage)
@@ -108,9 +109,7 @@ def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
     check_output_dir(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     if str(lock_path(path)) in _HELD:
-        # This process holds the output's lock, so no other writer is using these: leftovers of a killed run.
-        for stale in [*path.parent.glob(f".{path.name}.tmp-*"), *path.parent.glob(f".{path.name}.old-*")]:
-            shutil.rmtree(stale, ignore_errors=True)
+        recover_interrupted(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
@@ -121,9 +120,26 @@ def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
     if path.exists():
         old = path.parent / f".{path.name}.old-{os.getpid()}"
         os.replace(path, old)
+        failpoint("atomic_dir.swap")
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_interrupted(path: Path) -> bool:
+    """Undo what a kill left around `path` (call it only while holding the output's lock, so no other writer is
+    using these files). Killed between atomic_dir's two renames, the previous folder is at `.NAME.old-PID` and
+    nothing is at NAME: put it back (returns True). Then remove the leftovers: unfinished `.NAME.tmp-*` folders and
+    other `.NAME.old-*`."""
+    path = Path(path)
+    restored = False
+    olds = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime_ns)
+    if not path.exists() and olds:
+        os.replace(olds.pop(), path)
+        restored = True
+    for stale in [*path.parent.glob(f".{path.name}.tmp-*"), *olds]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return restored
 
 
 def atomic_write_text(path: Path, text: str) -> None:
