@@ -438,3 +438,38 @@ def test_model_config_with_huge_or_wrong_values_is_refused(tmp_path, edit, match
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CompactError, match=match):
         load_model(tmp_path / "m")
+
+
+def _killed_at(cmd, point):
+    """Run `cmd` with COMPACT_FAILPOINT=point; it must die by SIGKILL there."""
+    r = subprocess.run(cmd, env=dict(os.environ, COMPACT_FAILPOINT=point, OMP_NUM_THREADS="1"), capture_output=True,
+                       text=True)
+    assert r.returncode == -signal.SIGKILL, f"not killed at {point}: rc {r.returncode}\n{r.stderr[-2000:]}"
+
+
+@pytest.mark.slow
+def test_prune_killed_in_its_second_recovery_resumes_to_the_same_weights(quick_reference, tmp_path):
+    """Iterative prune with recovery, killed at the first checkpoint of the second recovery: nothing under the final
+    name; the re-run reads the finished first recovery back, resumes the second from its checkpoint and ends on the
+    uninterrupted run's weights; the work folder is gone afterwards."""
+    import torch
+    from safetensors.torch import load_file
+
+    cmd = [*CLI, "prune", "reference-quick", "--keep", "0.5", "--schedule", "iterative", "--iterations", "2",
+           "--recover-steps", "20", "--langs", "en", "--calib", "reference-quick:val", "--calib-limit", "100",
+           "--eval-data", "", "--no-latency", "-o"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([*cmd, str(tmp_path / "ref")], check=True, capture_output=True, env=env)
+    out = tmp_path / "out"
+    _killed_at([*cmd, str(out)], "checkpoint.saved:3")  # saves per recovery: steps 5 and 10 (done)
+    work = tmp_path / ".out.work"
+    assert not out.exists()
+    assert (work / "recovered-0" / "model.safetensors").is_file() and (work / ".recovered-1.work").is_dir()
+    r = subprocess.run([*CLI, "-v", *cmd[3:], str(out)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "recovery 1 finished before the interruption" in r.stderr and "resuming at stage 0 step 5" in r.stderr
+    a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].shape == b[k].shape and torch.allclose(a[k], b[k], atol=1e-5), k
+    assert not work.exists()

@@ -3,6 +3,8 @@ distilling from the unpruned model, and write a compact model folder with report
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -93,6 +95,7 @@ def run_prune(model_spec: str, cfg: PruneConfig, out: Path, overwrite: bool = Fa
     original = load_teacher(model_spec)
     model = to_compact(original)
     before_params = count_parameters(model)
+    work = _work_folder(Path(out), model, cfg) if cfg.recover_steps else None
     step = lambda s, d, t: progress(s, d, t, {}) if progress else None  # noqa: E731
     calib_data = _open(cfg.calib, cfg.calib_limit)
     langs = cfg.eval_langs or (model.languages if model.languages else None)
@@ -142,7 +145,7 @@ def run_prune(model_spec: str, cfg: PruneConfig, out: Path, overwrite: bool = Fa
             report["eval"]["after_pruning"] = _evaluate(pruned, data, eval_langs)
             step("evaluate", 2, 3 if cfg.recover_steps else 2)
         if steps:
-            pruned = _recover(model_spec, pruned, cfg, report, progress, steps)
+            pruned = _recover(model_spec, pruned, cfg, report, progress, steps, work, it)
         current = pruned
     if cfg.recover_steps and cfg.eval_data:
         report["eval"]["after_recovery"] = _evaluate(current, data, eval_langs)
@@ -159,7 +162,27 @@ def run_prune(model_spec: str, cfg: PruneConfig, out: Path, overwrite: bool = Fa
         step("latency", 1, 1)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     save_model(current, Path(out), overwrite=True, extra_files={"report.json": report})
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def _work_folder(out: Path, model, cfg: PruneConfig) -> Path:
+    """`.NAME.work` beside the output holds the recovery checkpoints, so a killed prune resumes its recovery where
+    it stopped (re-run the same command). It belongs to one model and config, named by a hash of both: anything
+    else finds it stale and starts afresh."""
+    from export.towers import model_hash
+
+    work = out.parent / f".{out.name}.work"
+    key = hashlib.sha256(json.dumps({"model": model_hash(model), "config": asdict(cfg)}, sort_keys=True,
+                                    default=str).encode()).hexdigest()
+    stamp = work / "fingerprint"
+    if work.is_dir() and not (stamp.is_file() and stamp.read_text().strip() == key):
+        log.info("%s belongs to another model or configuration; starting afresh", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key + "\n")
+    return work
 
 
 def _resolve_keep(model, current, scores, cfg: PruneConfig, vocab, gran, fraction: float = 1.0) -> float:
@@ -241,32 +264,37 @@ def _trim_vocab(model, data, langs):
     return list(res.old_ids), t2, {"before": res.vocab_before, "after": res.vocab_after, "langs": list(langs)}
 
 
-def _recover(model_spec, pruned, cfg: PruneConfig, report: dict, progress, steps: int) -> object:
-    """Distil the pruned model back towards the unpruned one (feature + affinity on image-caption pairs)."""
+def _recover(model_spec, pruned, cfg: PruneConfig, report: dict, progress, steps: int, work: Path,
+             it: int) -> object:
+    """Distil the pruned model back towards the unpruned one (feature + affinity on image-caption pairs).
+    Checkpointed under `work`; an iteration finished before a kill is read back instead of trained again."""
+    from compact.data.sources.reference import reference_base
     from compact.distill.recipe import DistillRecipe, StageConfig
     from compact.distill.trainer import DistillOptions, Distiller
     from compact.models.folder import load_model, save_model
+    from compact.utils.io import write_json
 
-    tmp = Path(tempfile.mkdtemp(prefix="compact-prune-"))
-    try:
-        save_model(pruned, tmp / "pruned")
-        from compact.data.sources.reference import reference_base
-
-        data = reference_base(cfg.calib) or cfg.calib  # recovery trains on the train split of the same data
-        langs = list(pruned.languages or cfg.eval_langs or ["en"])
-        recipe = DistillRecipe(teacher=model_spec, data=data, langs=langs, student_init=str(tmp / "pruned"),
-                               stages=[StageConfig(name="align", steps=steps, batch_size=cfg.recover_batch,
-                                                   lr=cfg.recover_lr,
-                                                   losses={"feature_cosine": 1.0, "affinity": 1.0})],
-                               val_every=0, seed=cfg.seed, checkpoint_every=10**9)
-        d = Distiller(recipe, DistillOptions(out=tmp / "recovered"),
-                      progress=(lambda s, a, b, info: progress(f"recover {s}", a, b, info)) if progress else None)
-        d.setup()
-        state = d.train()
-        report.setdefault("recovery", []).append({"steps": steps, "loss_curve": state["curves"].get("align", []),
-                                                  "seconds": round(state["seconds"], 1)})
-        out = d.student.eval()
-        save_model(out, tmp / "recovered")
-        return load_model(tmp / "recovered")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    done, record = work / f"recovered-{it}", work / f"recovery-{it}.json"
+    if (done / "config.json").is_file() and record.is_file():
+        log.info("recovery %d finished before the interruption; reading %s", it + 1, done)
+        report.setdefault("recovery", []).append(json.loads(record.read_text()))
+        return load_model(done)
+    save_model(pruned, work / f"pruned-{it}", overwrite=True)
+    data = reference_base(cfg.calib) or cfg.calib  # recovery trains on the train split of the same data
+    langs = list(pruned.languages or cfg.eval_langs or ["en"])
+    recipe = DistillRecipe(teacher=model_spec, data=data, langs=langs, student_init=str(work / f"pruned-{it}"),
+                           stages=[StageConfig(name="align", steps=steps, batch_size=cfg.recover_batch,
+                                               lr=cfg.recover_lr,
+                                               losses={"feature_cosine": 1.0, "affinity": 1.0})],
+                           val_every=0, seed=cfg.seed, checkpoint_every=max(5, steps // 4))
+    d = Distiller(recipe, DistillOptions(out=done, resume=True),
+                  progress=(lambda s, a, b, info: progress(f"recover {s}", a, b, info)) if progress else None)
+    d.setup()
+    state = d.train()
+    rec = {"steps": steps, "loss_curve": state["curves"].get("align", []), "seconds": round(state["seconds"], 1)}
+    save_model(d.student.eval(), done, overwrite=True)
+    write_json(record, rec)
+    shutil.rmtree(d.work, ignore_errors=True)
+    shutil.rmtree(work / f"pruned-{it}", ignore_errors=True)
+    report.setdefault("recovery", []).append(rec)
+    return load_model(done)
