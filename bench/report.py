@@ -8,12 +8,13 @@ the mean zero-shot accuracy over languages, or the mean R@1 (both directions) wh
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -237,6 +238,19 @@ def plot_pareto(results: list[dict], accuracy: dict[str, float], path: Path) -> 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+@contextlib.contextmanager
+def report_folder(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """For `compact bench run|report -o OUT`: lock OUT, refuse a non-empty one without --overwrite before anything
+    is timed, and yield a temporary sibling that replaces OUT in one rename when the block succeeds (a killed
+    benchmark leaves the previous reports or nothing)."""
+    from compact.utils.io import atomic_dir, check_output_dir, output_lock
+
+    with output_lock(Path(out)):
+        check_output_dir(Path(out), overwrite)
+        with atomic_dir(Path(out), overwrite) as tmp:
+            yield tmp
 
 
 def write_reports(results: list[dict], out: Path, skipped: Optional[list[dict]] = None,

@@ -24,6 +24,7 @@ from bench.inputs import InputConfig, fixed_batch, load_tokenizer, preprocess, s
 from bench.profile import device_profile, device_tag, versions
 from bench.runtimes import BenchRuntime, RuntimeConfig, get_runtime, list_runtimes
 from compact.errors import CompactError
+from compact.utils.faults import failpoint
 from export.bundle import read_manifest
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ def bench_bundles(bundles: Sequence[Path], cfg: BenchConfig = BenchConfig(),
     for i, (bundle, manifest, rt) in enumerate(pairs):
         stage = f"{model_name(manifest, bundle)} / {rt.name}"
         results.append(bench_pair(bundle, manifest, rt, cfg, progress, stage))
+        failpoint("bench.result")
         if progress:
             progress("bench", i + 1, len(pairs))
     prof = device_profile(versions(sorted({rt.name for _, _, rt in pairs})))

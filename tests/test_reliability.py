@@ -473,3 +473,40 @@ def test_prune_killed_in_its_second_recovery_resumes_to_the_same_weights(quick_r
     for k in a:
         assert a[k].shape == b[k].shape and torch.allclose(a[k], b[k], atol=1e-5), k
     assert not work.exists()
+
+
+def test_bench_killed_after_its_first_result_leaves_nothing_and_reruns(tiny_folder, tmp_path):
+    """`compact bench run` killed after its first (bundle, runtime) pair: no report folder under the final name;
+    the re-run writes every report with the same pairs; a non-empty -o needs --overwrite (refused before any
+    timing); another run writing -o is named by pid."""
+    pytest.importorskip("onnxruntime")
+    import json
+
+    bundle = tmp_path / "b"
+    subprocess.run([*CLI, "export", "onnx", str(tiny_folder), "--no-compare-shapes", "-o", str(bundle)], check=True,
+                   capture_output=True)
+    out = tmp_path / "r"
+    cmd = [*CLI, "bench", "run", str(bundle), "--runtime", "onnxruntime", "--runtime", "torch", "--batch", "1",
+           "--iters", "5", "-o", str(out)]
+    _killed_at(cmd, "bench.result:1")
+    assert not out.exists() and list(tmp_path.glob(".r.tmp-*"))
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not list(tmp_path.glob(".r.tmp-*")) and not lock_path(out).exists()
+    rep = json.loads((out / "report.json").read_text())
+    assert sorted(x["runtime"] for x in rep["results"]) == ["onnxruntime", "torch"]
+    assert all(b["p50_ms"] > 0 for x in rep["results"] for t in x["towers"].values() for b in t["batches"])
+    before = sorted(p.name for p in out.iterdir())
+    assert {"report.json", "report.csv", "report.md", "latency.png"} <= set(before)
+
+    res = CliRunner().invoke(cli, cmd[3:])
+    assert res.exit_code == 1 and "--overwrite" in res.output and "Traceback" not in res.output
+    assert sorted(p.name for p in out.iterdir()) == before
+    proc = _holder(out)
+    try:
+        res = CliRunner().invoke(cli, [*cmd[3:], "--overwrite"])
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert res.exit_code == 1 and f"pid {proc.pid}" in res.output
+    assert sorted(p.name for p in out.iterdir()) == before

@@ -56,21 +56,23 @@ def bench() -> None:
 @click.option("--inputs", type=click.Choice(["real", "synthetic"]), default="real", show_default=True)
 @click.option("--accuracy", multiple=True, help="name=path/report.json from `compact eval -o`, for the Pareto chart.")
 @click.option("-o", "--out", type=BUNDLE, required=True)
-def run(exports, runtimes, batch, iters, max_seconds, threads, inputs, accuracy, out) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty -o folder.")
+def run(exports, runtimes, batch, iters, max_seconds, threads, inputs, accuracy, out, overwrite) -> None:
     """Time EXPORTS' image and text towers on each --runtime; writes report.json/csv/md, latency.png,
     pareto.png and one latency-<model>-<runtime>-<precision>-<device>.json per pair."""
     from bench.inputs import InputConfig
-    from bench.report import read_accuracy, write_reports
+    from bench.report import read_accuracy, report_folder, write_reports
     from bench.run import BenchConfig, bench_bundles
 
     acc = read_accuracy(accuracy)
     cfg = BenchConfig(runtimes=tuple(runtimes), batch_sizes=_batches(batch), threads=threads,
                       timing=_timing(iters, threads, max_seconds), inputs=InputConfig(source=inputs))
-    with stage_bars() as bars:
-        res = bench_bundles(list(exports), cfg, progress=bars.simple)
-    for s in res.skipped:
-        console.print(f"skipped {s['runtime']} on {s['bundle']}: {s['reason']}", soft_wrap=True)
-    write_reports(res.results, out, res.skipped, [res.profile], acc)
+    with report_folder(out, overwrite) as tmp:
+        with stage_bars() as bars:
+            res = bench_bundles(list(exports), cfg, progress=bars.simple)
+        for s in res.skipped:
+            console.print(f"skipped {s['runtime']} on {s['bundle']}: {s['reason']}", soft_wrap=True)
+        write_reports(res.results, tmp, res.skipped, [res.profile], acc)
     for r in res.results:
         p50 = "  ".join(f"{t} b{b['batch']} {b['p50_ms']:.3f}" for t, v in r["towers"].items() for b in v["batches"])
         console.print(f"{r['model']:<12} {r['runtime_label']:<16} p50 ms: {p50}", soft_wrap=True)
@@ -139,17 +141,19 @@ def bundle(export, out, batch, inputs, overwrite) -> None:
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--accuracy", multiple=True, help="name=path/report.json from `compact eval -o`.")
 @click.option("-o", "--out", type=BUNDLE, required=True)
-def report(results, accuracy, out) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty -o folder.")
+def report(results, accuracy, out, overwrite) -> None:
     """Merge result JSONs (bench run, on-device runner) into one table and one set of plots.
 
     \b
     Example:
       compact bench report results/report.json phone/latency-*.json --accuracy student=eval/student -o merged/
     """
-    from bench.report import load_results, read_accuracy, write_reports
+    from bench.report import load_results, read_accuracy, report_folder, write_reports
 
     res, skipped, profiles = load_results(results)
-    write_reports(res, out, skipped, profiles, read_accuracy(accuracy), per_result=False)
+    with report_folder(out, overwrite) as tmp:
+        write_reports(res, tmp, skipped, profiles, read_accuracy(accuracy), per_result=False)
     console.print(f"{len(res)} results; saved to {out}")
 
 
