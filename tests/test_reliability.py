@@ -510,3 +510,85 @@ def test_bench_killed_after_its_first_result_leaves_nothing_and_reruns(tiny_fold
         proc.wait()
     assert res.exit_code == 1 and f"pid {proc.pid}" in res.output
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+# Disk full: a one-line error, and nothing half-written left behind.
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of `size` bytes (root only: skipped with the reason elsewhere)."""
+    mounted = []
+
+    def make(size: int):
+        mnt = tmp_path / f"disk{len(mounted)}"
+        mnt.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {r.stderr.strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    yield make
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tiny_folder, tmp_path, small_disk):
+    pytest.importorskip("onnxruntime")
+    ref = tmp_path / "ref"
+    subprocess.run([*CLI, "export", "onnx", str(tiny_folder), "--no-compare-shapes", "-o", str(ref)], check=True,
+                   capture_output=True)
+    need = sum(f.stat().st_size for f in ref.rglob("*") if f.is_file())
+    disk = small_disk(max(64 * 1024, need // 2))  # room for about half the bundle
+    r = subprocess.run([*CLI, "export", "onnx", str(tiny_folder), "--no-compare-shapes", "-o", str(disk / "b")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "no space left on the device" in errors[0] and "Traceback" not in r.stderr, r.stderr
+    assert list(disk.iterdir()) == []  # no bundle, no temporary folder, no lock
+
+
+def test_checkpoint_write_on_a_full_disk_keeps_the_previous_checkpoint(quick_reference, tmp_path, monkeypatch):
+    """ENOSPC injected into the third checkpoint's weights write: a one-line error naming the problem and the fix,
+    the second checkpoint intact, no temporary folder; the resumed run completes."""
+    import errno
+    import json
+
+    import compact.utils.checkpoint as ckpt_mod
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("""
+teacher: reference-quick
+data: reference-quick
+langs: [en]
+bf16: false
+student:
+  vision: {width: 64, depth: 2, heads: 2, mlp_dim: 128}
+  text: {width: 64, depth: 2, heads: 2, mlp_dim: 128}
+  tokenizer: {kind: trimmed}
+stages:
+  - {name: text, steps: 30, batch_size: 16, losses: {feature_cosine: 1.0}}
+val_every: 0
+checkpoint_every: 10
+""")
+    real, calls = ckpt_mod.save_file, []
+
+    def full_disk(tensors, path, *a, **k):
+        calls.append(path)
+        if len(calls) == 5:  # model + optimizer per checkpoint: the third checkpoint's model
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real(tensors, path, *a, **k)
+
+    monkeypatch.setattr(ckpt_mod, "save_file", full_disk)
+    out = tmp_path / "s"
+    res = CliRunner().invoke(cli, ["distill", "run", str(recipe), "-o", str(out)])
+    assert res.exit_code == 1 and "no space left on the device writing" in res.output, res.output
+    assert "Traceback" not in res.output and len([x for x in res.output.splitlines() if x.startswith("Error")]) == 1
+    work = tmp_path / ".s.work"
+    assert json.loads((work / "checkpoint" / "state.json").read_text())["step"] == 20
+    assert not out.exists() and not list(work.glob(".checkpoint.tmp-*"))
+    monkeypatch.setattr(ckpt_mod, "save_file", real)
+    res = CliRunner().invoke(cli, ["distill", "run", str(recipe), "-o", str(out), "--resume"])
+    assert res.exit_code == 0, res.output
+    assert (out / "model.safetensors").is_file() and not work.exists()

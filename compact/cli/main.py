@@ -23,6 +23,17 @@ class CompactGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted; re-run the same command to resume", err=True)
             sys.exit(130)
+        except Exception as e:
+            from compact.utils.io import disk_full
+
+            where = disk_full(e)
+            if where is None:
+                raise
+            # Every writer goes through a temporary file or folder that is removed on error, so the output is the
+            # previous one or absent; a stage's checkpoint is the last complete one.
+            raise click.ClickException(f"no space left on the device{f' writing {where}' if where else ''}; free "
+                                       "some space or write to another disk (-o), then re-run the same command "
+                                       "(nothing was left half-written)") from None
 
 
 @click.group(cls=CompactGroup, context_settings=CONTEXT)

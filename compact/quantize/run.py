@@ -27,7 +27,7 @@ from compact.models.dual_encoder import DualEncoder, TokenBatch
 from compact.quantize import RUNTIMES, Candidate, Runner, get_method, list_methods
 from compact.quantize.calibration import CalibrationSet, calibration_set
 from compact.quantize.gates import cosine_stats, eval_deltas
-from compact.utils.io import atomic_dir, check_output_dir, locked
+from compact.utils.io import atomic_dir, check_output_dir, locked, raise_if_disk_full
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
@@ -365,6 +365,7 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
                     cand = m.quantize(ctx, tower)
                     got = _gate_outputs(ctx, gate, tower, cand.runner)
                 except Exception as e:  # noqa: BLE001
+                    raise_if_disk_full(e)  # a full disk is not a failed candidate
                     # One method failing (its quantizer, or the runtime refusing its graph, e.g. ORT's QLinearConv
                     # on per-channel activation zero points) is a failed candidate, not the end of the search.
                     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""

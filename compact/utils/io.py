@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from compact.errors import CompactError
 from compact.utils.faults import failpoint
@@ -170,3 +171,31 @@ def read_json(path: Path, what: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CompactError(f"{path} is not valid JSON ({e}); {what}") from None
+
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def disk_full(exc: BaseException) -> Optional[str]:
+    """If `exc` (or what caused it) is a full disk or an exhausted quota, the file being written ("" when it is not
+    known); else None. Libraries that write through Rust or C++ (safetensors, onnx, openvino) raise their own
+    types, so their message is read too."""
+    seen = set()
+    e: Optional[BaseException] = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _DISK_FULL:
+            return str(e.filename or "")
+        text = str(e)
+        if any(w in text for w in ("No space left on device", "Disk quota exceeded", "StorageFull",
+                                   "os error 28", "os error 122")):
+            return ""
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def raise_if_disk_full(exc: BaseException) -> None:
+    """For broad `except Exception` blocks that turn a library's failure into advice: a full disk is re-raised
+    as it is (the CLI names it in one line) rather than reported as, say, an op the exporter cannot express."""
+    if disk_full(exc) is not None:
+        raise exc

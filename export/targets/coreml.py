@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from compact.errors import CompactError
+from compact.utils.io import raise_if_disk_full
 from export.targets import Artifact, ExportTarget, Runner, register_target
 from export.towers import Tower
 
@@ -687,6 +688,7 @@ class CoreMLTarget(ExportTarget):
         try:
             return _export_program(module, plan, names)
         except Exception as e:  # torch.export raises many error types
+            raise_if_disk_full(e)  # a full disk is not a conversion problem
             raise CompactError(f"torch.export cannot trace the {tower.name} tower for Core ML: "
                                f"{str(e).strip().splitlines()[0][:300]}; try `compact export onnx`") from None
 
@@ -780,6 +782,7 @@ class CoreMLTarget(ExportTarget):
         except CompactError:
             raise
         except Exception as e:  # coremltools raises ValueError/NotImplementedError/RuntimeError for unsupported ops
+            raise_if_disk_full(e)  # a full disk is not a conversion problem
             raise CompactError(f"coremltools cannot convert the {tower.name} tower: "
                                f"{str(e).strip().splitlines()[0][:300]}; try `compact export onnx`") from None
         return ml, kept[0], precision, target.name

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from compact.errors import CompactError
+from compact.utils.io import raise_if_disk_full
 from export.targets import Artifact, ExportTarget, Runner, register_target
 from export.towers import Tower
 
@@ -41,6 +42,7 @@ class ExecuTorchTarget(ExportTarget):
             lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
             et = lowered.to_executorch()
         except Exception as e:  # exir raises its own error types for unsupported ops
+            raise_if_disk_full(e)  # a full disk is not a conversion problem
             raise CompactError(f"ExecuTorch cannot lower the {tower.name} tower: "
                                f"{str(e).strip().splitlines()[0][:300]}; try `compact export onnx`") from None
         path = out / f"{tower.name}.pte"

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from compact.errors import CompactError
+from compact.utils.io import raise_if_disk_full
 from export.targets import Artifact, ExportTarget, Runner, register_target
 from export.towers import Tower
 
@@ -42,6 +43,7 @@ def export_onnx(tower: Tower, path: Path, opset: int = DEFAULT_OPSET, fuse_atten
             _dynamo_export(tower, path, opset)
             return {"exporter": "dynamo", "opset": opset}
         except Exception as e:  # the dynamo exporter raises many types; fall back and keep the reason
+            raise_if_disk_full(e)  # a full disk is not a conversion problem
             errors.append(f"dynamo: {_first_line(e)}")
             log.info("dynamo ONNX export of the %s tower failed (%s); trying the legacy exporter", tower.name, e)
         axes = {n: {i: v[0] for i, v in tower.dynamic.get(n, {}).items()} for n in names if tower.dynamic.get(n)}
@@ -54,6 +56,7 @@ def export_onnx(tower: Tower, path: Path, opset: int = DEFAULT_OPSET, fuse_atten
                               output_names=[tower.output_name], opset_version=opset, dynamic_axes=axes or None)
             return {"exporter": "legacy", "opset": opset, "dynamo_error": errors[0]}
         except Exception as e:
+            raise_if_disk_full(e)  # a full disk is not a conversion problem
             errors.append(f"legacy: {_first_line(e)}")
         finally:
             torch.backends.mha.set_fastpath_enabled(prev)
@@ -84,6 +87,7 @@ def _export_fused(tower: Tower, path: Path, opset: int) -> dict:
         try:
             _dynamo_export(tower, path, opset, table)
         except Exception as e:  # the dynamo exporter raises many types
+            raise_if_disk_full(e)  # a full disk is not a conversion problem
             raise CompactError(f"the {tower.name} tower could not be exported with fused attention "
                                f"({_first_line(e)}); export without --optimize") from None
     return {"exporter": "dynamo", "opset": opset, "fused_attention": op_counts(path).get("Attention", 0),

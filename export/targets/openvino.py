@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from compact.errors import CompactError
+from compact.utils.io import raise_if_disk_full
 from export.targets import Artifact, ExportTarget, Runner, register_target
 from export.towers import Tower
 
@@ -58,6 +59,7 @@ class OpenVinoTarget(ExportTarget):
             with torch.no_grad():
                 ir = ov.convert_model(tower.module, example_input=tower.example, input=shapes)
         except Exception as e:  # OpenVINO's frontend raises OpConversionFailure and plain RuntimeErrors
+            raise_if_disk_full(e)  # a full disk is not a conversion problem
             raise CompactError(f"OpenVINO cannot convert the {tower.name} tower: {str(e).strip().splitlines()[0][:300]}; "
                                "export ONNX first (compact export onnx) and report the op") from None
         ir.outputs[0].get_tensor().set_names({tower.output_name})
