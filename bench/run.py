@@ -25,6 +25,7 @@ from bench.profile import device_profile, device_tag, versions
 from bench.runtimes import BenchRuntime, RuntimeConfig, get_runtime, list_runtimes
 from compact.errors import CompactError
 from compact.utils.faults import failpoint
+from compact.utils.memory import batch_must_fit
 from export.bundle import read_manifest
 
 log = logging.getLogger(__name__)
@@ -192,19 +193,21 @@ def _bench_tower(bundle, manifest, rt, tower, entry, rcfg, cfg, tokenizer, progr
                 f"graph's max batch {hi}"} for b in cfg.batch_sizes if b not in todo]
     try:
         for k, b in enumerate(todo):
-            feeds = tower_feeds(bundle, manifest, tower, b, cfg.inputs, tokenizer)
-            x = rt.prepare(handle, feeds)
+            with batch_must_fit(b, f"timing the {tower} tower on {rt.name}",
+                                f"leave {b} out of --batch (batch {{smaller}} or less fits more easily)"):
+                feeds = tower_feeds(bundle, manifest, tower, b, cfg.inputs, tokenizer)
+                x = rt.prepare(handle, feeds)
 
-            def call(x=x, h=handle):
-                y = rt.run(h, x)
-                rt.synchronize(h)
-                return y
+                def call(x=x, h=handle):
+                    y = rt.run(h, x)
+                    rt.synchronize(h)
+                    return y
 
-            if first_ms is None:
-                t0 = time.perf_counter()
-                call()
-                first_ms = (time.perf_counter() - t0) * 1e3
-            stats = time_callable(call, cfg.timing)
+                if first_ms is None:
+                    t0 = time.perf_counter()
+                    call()
+                    first_ms = (time.perf_counter() - t0) * 1e3
+                stats = time_callable(call, cfg.timing)
             row = {"batch": b, **({"seq": int(feeds["input_ids"].shape[1])} if tower == "text" else {}),
                    **stats.to_dict(samples=cfg.keep_samples), "throughput_per_s": round(b / stats.median_s, 3)}
             batches.append(row)

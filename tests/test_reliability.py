@@ -549,14 +549,7 @@ def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tiny_folder, tmp
     assert list(disk.iterdir()) == []  # no bundle, no temporary folder, no lock
 
 
-def test_checkpoint_write_on_a_full_disk_keeps_the_previous_checkpoint(quick_reference, tmp_path, monkeypatch):
-    """ENOSPC injected into the third checkpoint's weights write: a one-line error naming the problem and the fix,
-    the second checkpoint intact, no temporary folder; the resumed run completes."""
-    import errno
-    import json
-
-    import compact.utils.checkpoint as ckpt_mod
-
+def _small_recipe(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("""
 teacher: reference-quick
@@ -572,6 +565,18 @@ stages:
 val_every: 0
 checkpoint_every: 10
 """)
+    return recipe
+
+
+def test_checkpoint_write_on_a_full_disk_keeps_the_previous_checkpoint(quick_reference, tmp_path, monkeypatch):
+    """ENOSPC injected into the third checkpoint's weights write: a one-line error naming the problem and the fix,
+    the second checkpoint intact, no temporary folder; the resumed run completes."""
+    import errno
+    import json
+
+    import compact.utils.checkpoint as ckpt_mod
+
+    recipe = _small_recipe(tmp_path)
     real, calls = ckpt_mod.save_file, []
 
     def full_disk(tensors, path, *a, **k):
@@ -592,3 +597,72 @@ checkpoint_every: 10
     res = CliRunner().invoke(cli, ["distill", "run", str(recipe), "-o", str(out), "--resume"])
     assert res.exit_code == 0, res.output
     assert (out / "model.safetensors").is_file() and not work.exists()
+
+
+# Out of memory: the error names the batch size that did not fit and a smaller one; nothing hangs.
+
+def test_bench_batch_that_does_not_fit_names_it_and_a_smaller_one(tiny_folder, tmp_path):
+    """A real allocation failure: batch 1,000,000 of 32 px images (11 GiB) under an 8 GiB address-space limit."""
+    pytest.importorskip("onnxruntime")
+    import resource
+
+    bundle = tmp_path / "b"
+    subprocess.run([*CLI, "export", "onnx", str(tiny_folder), "--no-compare-shapes", "--max-batch", "2000000", "-o",
+                    str(bundle)], check=True, capture_output=True)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    r = subprocess.run([*CLI, "bench", "run", str(bundle), "--batch", "1,1000000", "--iters", "3", "-o",
+                        str(tmp_path / "r")], preexec_fn=limit, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr[-2000:]
+    (err,) = [x for x in r.stderr.splitlines() if x.startswith("Error")]
+    assert "out of memory timing the image tower on onnxruntime at batch size 1000000" in err
+    assert "batch 500000 or less" in err and "Traceback" not in r.stderr
+    assert not (tmp_path / "r").exists() and not list(tmp_path.glob(".r.*"))
+
+
+def test_torch_allocation_failure_becomes_a_batch_size_hint():
+    """torch's own CPU allocator error (a 4 TiB tensor), at batch 64 and at batch 1; other errors pass through."""
+    import torch
+
+    from compact.utils.memory import batch_must_fit
+
+    if open("/proc/sys/vm/overcommit_memory").read().strip() == "1":
+        pytest.skip("vm.overcommit_memory=1 grants any allocation, so torch cannot fail here")
+    with pytest.raises(CompactError, match=r"out of memory embedding images at batch size 64 \(.*allocate.*\); "
+                                           r"pass --batch-size 32$"):
+        with batch_must_fit(64, "embedding images", "pass --batch-size {smaller}"):
+            torch.empty(1 << 42, dtype=torch.uint8)
+    with pytest.raises(CompactError, match="does not fit even one sample"):
+        with batch_must_fit(1, "embedding images", "pass --batch-size {smaller}"):
+            torch.empty(1 << 42, dtype=torch.uint8)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        with batch_must_fit(64, "x", "y"):
+            raise RuntimeError("shape mismatch")
+
+
+def test_training_and_eval_out_of_memory_name_the_recipe_and_option(quick_reference, tmp_path, monkeypatch):
+    import compact.distill.trainer as trainer
+
+    def oom(*a, **k):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9663676416 bytes")
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer.StepModule, "forward", oom)
+        res = CliRunner().invoke(cli, ["distill", "run", str(_small_recipe(tmp_path)), "-o", str(tmp_path / "s")])
+    (err,) = [x for x in res.output.splitlines() if x.startswith("Error")]
+    assert res.exit_code == 1 and "out of memory training stage 'text' at batch size 16" in err
+    assert "set batch_size: 8 for stage 'text' in the recipe" in err and not (tmp_path / "s").exists()
+
+    from helpers import tiny_compact
+
+    from compact.models.folder import save_model
+
+    save_model(tiny_compact(), tmp_path / "m")
+    with monkeypatch.context() as m:
+        m.setattr(type(tiny_compact()), "encode_image", oom)
+        res = CliRunner().invoke(cli, ["eval", str(tmp_path / "m"), "--data", "reference-quick:test", "--batch-size",
+                                       "100"])
+    assert res.exit_code == 1 and "out of memory embedding images at batch size 100" in res.output, res.output
+    assert "pass --batch-size 50" in res.output and "Traceback" not in res.output

@@ -34,6 +34,7 @@ from compact.models.compact_clip import CompactCLIP, count_parameters
 from compact.models.folder import save_model
 from compact.utils.checkpoint import load_checkpoint, save_checkpoint
 from compact.utils.io import check_output_dir, recover_interrupted
+from compact.utils.memory import batch_must_fit
 from compact.utils.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -294,10 +295,13 @@ class Distiller:
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step, stage, total)
                 batch = self.batch(si, stage, step, total)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                    loss, parts = runner(batch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                with batch_must_fit(stage.batch_size, f"training stage {stage.name!r}",
+                                    f"set batch_size: {{smaller}} for stage {stage.name!r} in the recipe (the "
+                                    "steps then see fewer samples: raise steps to match)"):
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                        loss, parts = runner(batch)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
                 if stage.grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, stage.grad_clip)
                 opt.step()

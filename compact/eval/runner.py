@@ -13,6 +13,7 @@ from compact.data.types import EvalData
 from compact.errors import CompactError
 from compact.eval import metrics
 from compact.models.dual_encoder import DualEncoder, check_texts
+from compact.utils.memory import batch_must_fit
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ def embed_images(model: DualEncoder, data: EvalData, batch_size: int, device: st
     out = []
     for start in range(0, n, batch_size):
         imgs = [data.images.load(i) for i in range(start, min(n, start + batch_size))]
-        out.append(model.encode_image(model.preprocess(imgs).to(device)).float().cpu())
+        with batch_must_fit(batch_size, "embedding images", "pass --batch-size {smaller}"):
+            out.append(model.encode_image(model.preprocess(imgs).to(device)).float().cpu())
         if progress:
             progress("images", min(n, start + batch_size), n)
     return torch.cat(out) if out else torch.empty(0, model.embed_dim)
@@ -65,7 +67,8 @@ def embed_texts(model: DualEncoder, texts: Sequence[str], batch_size: int, devic
         tb = model.tokenize(texts[start:start + batch_size])
         if model.variable_length_text:
             tb = tb.trimmed()
-        out.append(model.encode_text(tb.ids.to(device), tb.mask.to(device)).float().cpu())
+        with batch_must_fit(batch_size, "embedding captions", "pass --batch-size {smaller}"):
+            out.append(model.encode_text(tb.ids.to(device), tb.mask.to(device)).float().cpu())
         if progress:
             progress(stage, min(len(texts), start + batch_size), len(texts))
     return torch.cat(out) if out else torch.empty(0, model.embed_dim)
