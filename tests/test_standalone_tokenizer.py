@@ -31,6 +31,9 @@ HAND_WRITTEN = [
     "x1y2z3 1234567890 ١٢٣ ४५६ 3.14159 1,000,000", "C++ & C# (the *best*) [languages] {ok}? #1 @home ~50% ^_^",
     "e\u0301 vs é, ﬁ ligature, ① ㍿ Ⅻ", "'s 't 're 've 'm 'll 'd ''' \"quoted\"", "<|endoftext|> in the text <|startoftext|>",
     "word " * 120, "長" * 150, "supercalifragilisticexpialidocious" * 4,
+    # Right-to-left and mixed-direction text, emoji-only captions, and a 100 kB caption (truncated to the context).
+    "שלום עולם, ריבוע אדום ליד עיגול כחול", "red مربع أحمر next to 红色 square and ריבוע 3", "🐱🐶🚗🟥", "👍🏽👍🏽👍🏽",
+    "‮right-to-left override‬ and ‏marks‎", ("a red square next to a blue circle, ") * 2900,
 ]
 ALPHABET = "aZq09 \t\n'!?.,-_/éßñçœ漢字カナひらЖжλΩ한글ไทยعربيहिंदी😀\u00a0\u2003\u0301²"
 LANGS = ("en", "de", "fr", "es", "ru", "zh", "ja", "ar", "ko", "hi")

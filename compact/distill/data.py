@@ -18,6 +18,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from compact.data.text import check_caption_text
 from compact.data.types import EvalData
 from compact.errors import DataError
 from compact.models.preprocess import PreprocessConfig, normalize_uint8, preprocess_images
@@ -113,7 +114,7 @@ def parallel_from_files(captions: Path, translations: Path) -> ParallelText:
             raise DataError(f"{captions} needs columns id and caption; it has {sorted(k for k in r if k != '_line')}")
         if not str(r["caption"]).strip():
             raise _row_error(captions, r["_line"], "the caption is empty")
-        caps[str(r["id"])] = str(r["caption"]).strip()
+        caps[str(r["id"])] = check_caption_text(str(r["caption"]).strip(), f"{captions} line {r['_line']}")
     out = ParallelText()
     for r in _read_rows(translations):
         for c in ("id", "lang", "text"):
@@ -126,7 +127,7 @@ def parallel_from_files(captions: Path, translations: Path) -> ParallelText:
         if not str(r["text"] or "").strip():
             raise _row_error(translations, r["_line"], f"the translation is missing (lang {r['lang']})")
         out.en.append(caps[key])
-        out.text.append(str(r["text"]).strip())
+        out.text.append(check_caption_text(str(r["text"]).strip(), f"{translations} line {r['_line']}", "translation"))
         out.lang.append(str(r["lang"]).strip())
     return out
 

@@ -27,6 +27,7 @@ from compact.models.dual_encoder import DualEncoder, TokenBatch
 from compact.quantize import RUNTIMES, Candidate, Runner, get_method, list_methods
 from compact.quantize.calibration import CalibrationSet, calibration_set
 from compact.quantize.gates import cosine_stats, eval_deltas
+from compact.utils.faults import failpoint
 from compact.utils.io import atomic_dir, check_output_dir, locked, raise_if_disk_full
 
 log = logging.getLogger(__name__)
@@ -398,6 +399,7 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
                 key = f"{m.name}:{tower}"
                 kept[key] = cand
                 done += 1
+                failpoint("quantize.candidate")
         if progress:
             progress("candidates", total, total)
 

@@ -26,6 +26,7 @@ from PIL import Image
 
 from compact.data.images import load_image
 from compact.data.sources import register_source
+from compact.data.text import check_caption_text
 from compact.data.types import EvalData, ListImageSource
 from compact.errors import DataError
 
@@ -164,6 +165,7 @@ def _make_row(path: Path, line: int, image: str, caption: str, lang: Optional[st
         raise DataError(f"{where}: empty image path; fill it in or delete the row")
     if not caption:
         raise DataError(f"{where}: empty caption; write a caption or delete the row")
+    check_caption_text(caption, where)
     if lang is None:
         lang = DEFAULT_LANG
     elif not lang.strip():

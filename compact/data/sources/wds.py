@@ -33,6 +33,7 @@ from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expan
 from compact.data.images import load_image
 from compact.data.sources import register_source
 from compact.data.sources.table import DEFAULT_LANG, check_lang
+from compact.data.text import check_caption_text
 from compact.data.types import ClassificationView, EvalData, ListImageSource
 from compact.errors import DataError
 
@@ -246,7 +247,7 @@ def _text(value: Any, where: str, what: str) -> str:
         raise DataError(f"{where}: the {what} must be a string, got {type(value).__name__}; fix it")
     if not value.strip():
         raise DataError(f"{where}: empty {what}; write one or remove the sample")
-    return value.strip()
+    return check_caption_text(value.strip(), where, what)
 
 
 def _label(meta: dict[str, Any], where: str) -> int:
