@@ -71,8 +71,8 @@ def test_hf_tiny_clip(target, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["onnx", "openvino", "executorch"])
-def test_open_clip_vit_b32(target, tmp_path):
+@pytest.mark.parametrize("target", ["onnx", "openvino"])  # ExecuTorch: on the HF tiny CLIP and compact models (its
+def test_open_clip_vit_b32(target, tmp_path):             # ViT-B-32 lowering alone took 2 min of CI)
     _usable(target)
     manifest = export_model("open_clip:ViT-B-32", target, tmp_path / "out", ExportConfig())
     assert manifest["source"]["class"] == "OpenCLIPEncoder"

@@ -44,7 +44,8 @@ def prune(model, out, keep_params, importance, granularity, langs, calib, calib_
           no_latency, overwrite) -> None:
     """Structured pruning: remove heads, FFN neurons, layers and vocabulary rows for real (smaller tensors).
 
-    MODEL is any teacher spec (compact folder, open_clip, hf:, reference).
+    MODEL is any teacher spec (compact folder, open_clip, hf:, reference). Recovery is checkpointed in .OUT.work
+    beside the output: a killed run resumes it when the same command is run again.
 
     \b
     Examples:
