@@ -4,6 +4,10 @@ stages, the report, and every shipped recipe validated."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from click.testing import CliRunner
 from compact.cli.main import cli
 from compact.errors import CompactError
 from compact.pipeline.recipe import PipelineRecipe, load_pipeline
-from compact.pipeline.run import Pipeline, run_pipeline
+from compact.pipeline.run import run_pipeline
 from compact.utils.config import RecipeError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,29 +35,39 @@ eval: {limit: 60}
 """
 
 
+def _compact_run_killed_at(recipe_file: Path, out: Path, point: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "compact.cli.main", "run", str(recipe_file), "-o", str(out)],
+                       env=dict(os.environ, COMPACT_FAILPOINT=point, OMP_NUM_THREADS="1"), capture_output=True,
+                       text=True)
+    assert r.returncode == -signal.SIGKILL, f"not killed at {point}: rc {r.returncode}\n{r.stderr[-2000:]}"
+
+
+def _stamps(out: Path, stages) -> dict:
+    return {s: (out / s / "stage.json").stat().st_mtime_ns for s in stages}
+
+
 @pytest.mark.slow
-def test_tiny_run_resumes_after_a_kill(quick_reference, tmp_path, monkeypatch):
+def test_tiny_run_resumes_after_a_kill(quick_reference, tmp_path):
+    """`compact run` killed with SIGKILL in the quantize stage (after its first candidate), then again in the bench
+    stage (after its first result): each re-run redoes only the stage that was killed and those after it."""
     recipe_file = tmp_path / "tiny.yaml"
     recipe_file.write_text(TINY)
     out = tmp_path / "run"
 
-    def killed(self, folder):
-        raise KeyboardInterrupt  # as if the process died during the bench stage
+    _compact_run_killed_at(recipe_file, out, "quantize.candidate:1")
+    assert not (out / "quantize" / "stage.json").exists() and not (out / "report.html").exists()
+    first = _stamps(out, ("distill", "prune"))
+
+    _compact_run_killed_at(recipe_file, out, "bench.result:1")
+    assert _stamps(out, ("distill", "prune")) == first  # not redone
+    assert not (out / "bench" / "stage.json").exists() and not (out / "report.html").exists()
+    finished = _stamps(out, ("distill", "prune", "quantize", "export", "eval"))
 
     events: list[tuple[str, str]] = []
-    with monkeypatch.context() as m:
-        m.setattr(Pipeline, "_bench", killed)
-        with pytest.raises(KeyboardInterrupt):
-            run_pipeline(load_pipeline(recipe_file), out, on_stage=lambda s, w: events.append((s, w)))
-    assert ("export", "done") in events and not (out / "report.html").exists()
-    finished = {s: (out / s / "stage.json").stat().st_mtime_ns for s in ("distill", "prune", "quantize", "export", "eval")}
-
-    events.clear()
     res = run_pipeline(load_pipeline(recipe_file), out, on_stage=lambda s, w: events.append((s, w)))
     ran = [s for s, w in events if w == "run"]
     assert ran == ["bench", "report"], events
-    for s, t in finished.items():
-        assert (out / s / "stage.json").stat().st_mtime_ns == t  # not redone
+    assert _stamps(out, finished) == finished  # not redone
     page = (out / "report.html").read_text()
     for needle in ("Quality per language", "student-int8", "Export parity", "data:image/png;base64", "zh"):
         assert needle in page

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 from compact.errors import CompactError
 from compact.pipeline.recipe import PipelineRecipe
-from compact.utils.io import atomic_write_text, locked
+from compact.utils.io import atomic_write_text, locked, recover_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,9 @@ class Pipeline:
         if self.r.distill.cache:
             cache = self.out / ".distill-cache"
             build_recipe_cache(recipe, cache, progress=self._bars("distill cache"))
-        resume = (folder.parent / f".{folder.name}.work" / "checkpoint" / "state.json").is_file()
+        ckpt = folder.parent / f".{folder.name}.work" / "checkpoint"
+        recover_interrupted(ckpt)  # a kill between a checkpoint's two renames left the previous one aside
+        resume = (ckpt / "state.json").is_file()
         if not resume:
             self._fresh(folder)
         opts = DistillOptions(out=folder, cache=cache, resume=resume, overwrite=True,
