@@ -452,7 +452,8 @@ def test_prune_killed_in_its_second_recovery_resumes_to_the_same_weights(quick_r
     from safetensors.torch import load_file
 
     cmd = [*CLI, "prune", "reference-quick", "--keep", "0.5", "--schedule", "iterative", "--iterations", "2",
-           "--recover-steps", "20", "--langs", "en", "--calib", "reference-quick:val", "--calib-limit", "100",
+           "--recover-steps", "20", "--recover-batch", "32", "--langs", "en", "--calib", "reference-quick:val",
+           "--calib-limit", "100",
            "--eval-data", "", "--no-latency", "-o"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run([*cmd, str(tmp_path / "ref")], check=True, capture_output=True, env=env)

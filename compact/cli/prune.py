@@ -26,6 +26,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--eval-data", default="reference:test", show_default=True, help="Evaluate before/after on this data.")
 @click.option("--recover-steps", type=int, default=0, show_default=True,
               help="Distillation steps from the unpruned model after pruning (0 = none).")
+@click.option("--recover-batch", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Batch size of the recovery distillation (lower it if it runs out of memory).")
 @click.option("--towers", default="vision,text", show_default=True)
 @click.option("--keep-flops", type=float, default=None, help="Target: fraction of the FLOPs to keep (instead of --keep).")
 @click.option("--target-latency-ms", type=float, default=None,
@@ -40,8 +42,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--no-latency", is_flag=True, help="Skip the ORT latency / ONNX size measurement in report.json.")
 @click.option("--overwrite", is_flag=True)
 def prune(model, out, keep_params, importance, granularity, langs, calib, calib_limit, eval_data, recover_steps,
-          towers, keep_flops, target_latency_ms, runtime, latency_batch, schedule, iterations, base_metric,
-          no_latency, overwrite) -> None:
+          recover_batch, towers, keep_flops, target_latency_ms, runtime, latency_batch, schedule, iterations,
+          base_metric, no_latency, overwrite) -> None:
     """Structured pruning: remove heads, FFN neurons, layers and vocabulary rows for real (smaller tensors).
 
     MODEL is any teacher spec (compact folder, open_clip, hf:, reference). Recovery is checkpointed in .OUT.work
@@ -62,7 +64,8 @@ def prune(model, out, keep_params, importance, granularity, langs, calib, calib_
     split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip()) if s else None  # noqa: E731
     cfg = PruneConfig(importance=importance, keep_params=keep_params, granularity=split(granularity),
                       langs=split(langs), calib=calib, calib_limit=calib_limit, eval_data=eval_data or None,
-                      recover_steps=recover_steps, prune_towers=split(towers), keep_flops=keep_flops,
+                      recover_steps=recover_steps, recover_batch=recover_batch, prune_towers=split(towers),
+                      keep_flops=keep_flops,
                       target_latency_ms=target_latency_ms, schedule=schedule, iterations=iterations,
                       base_metric=base_metric, measure_latency=not no_latency, latency_batch=latency_batch)
     with stage_bars() as bars:

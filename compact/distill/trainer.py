@@ -54,6 +54,7 @@ class DistillOptions:
     device: str = "cpu"
     threads: int = 0  # 0: torch's default
     stop_after: Optional[int] = None  # testing: stop (as if killed) after this many global steps
+    batch_hint: Optional[str] = None  # out-of-memory advice ({smaller}: half the batch); default: the recipe's field
 
 
 def _dist():
@@ -295,7 +296,7 @@ class Distiller:
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step, stage, total)
                 batch = self.batch(si, stage, step, total)
-                with batch_must_fit(stage.batch_size, f"training stage {stage.name!r}",
+                with batch_must_fit(stage.batch_size, f"training stage {stage.name!r}", self.opts.batch_hint or
                                     f"set batch_size: {{smaller}} for stage {stage.name!r} in the recipe (the "
                                     "steps then see fewer samples: raise steps to match)"):
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):

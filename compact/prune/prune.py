@@ -287,7 +287,7 @@ def _recover(model_spec, pruned, cfg: PruneConfig, report: dict, progress, steps
                                                lr=cfg.recover_lr,
                                                losses={"feature_cosine": 1.0, "affinity": 1.0})],
                            val_every=0, seed=cfg.seed, checkpoint_every=max(5, steps // 4))
-    d = Distiller(recipe, DistillOptions(out=done, resume=True),
+    d = Distiller(recipe, DistillOptions(out=done, resume=True, batch_hint="pass --recover-batch {smaller}"),
                   progress=(lambda s, a, b, info: progress(f"recover {s}", a, b, info)) if progress else None)
     d.setup()
     state = d.train()
