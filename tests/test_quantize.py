@@ -402,6 +402,35 @@ def _conv_input_quantized(xml) -> bool:
     return conv.input_value(0).get_node().get_type_name() == "FakeQuantize"
 
 
+def test_nncf_openvino_tries_the_cnn_type_on_a_convolutional_tower(tmp_path):
+    """A MobileNetV4 image tower (dozens of convolutions) is also quantized as NNCF's CNN type, and the variant
+    closest to fp32 on held-out inputs is kept; model_type=transformer forces one variant pair."""
+    _usable("nncf_openvino")
+    from test_deploy import timm_student
+
+    from compact.cli.quantize import parse_method_options
+
+    model = timm_student("mobilenetv4_conv_small", 64)
+    cfg = QuantizeConfig(runtime="openvino", methods=("nncf_openvino",), force=True, towers=("image",), **FAST)
+    (row,) = run_quantize(model, cfg, tmp_path / "a")["candidates"]
+    d = row["details"]
+    assert d["convolutions"] >= 8
+    cos = d["smooth_quant"]["held_out_cosine"]
+    assert set(cos) == {"nncf_default", "off", "cnn"}
+    assert d["smooth_quant"]["chosen"] == max(cos, key=cos.get)
+    assert d["model_type"] == ("default (CNN)" if d["smooth_quant"]["chosen"] == "cnn" else "TRANSFORMER")
+    assert row["cosine_mean"] == pytest.approx(cos[d["smooth_quant"]["chosen"]], abs=0.02)
+
+    cfg = QuantizeConfig(runtime="openvino", methods=("nncf_openvino",), force=True, towers=("image",),
+                         method_options=parse_method_options(["model_type=transformer"]), **FAST)
+    (row,) = run_quantize(model, cfg, tmp_path / "b")["candidates"]
+    assert set(row["details"]["smooth_quant"]["held_out_cosine"]) == {"nncf_default", "off"}
+    cfg = QuantizeConfig(runtime="openvino", methods=("nncf_openvino",), towers=("image",),
+                         method_options=parse_method_options(["model_type=rnn"]), **FAST)
+    with pytest.raises(CompactError, match="transformer or cnn"):
+        run_quantize(model, cfg, tmp_path / "c")
+
+
 def test_nncf_openvino_chooses_smooth_quant_on_held_out_inputs_and_takes_nncf_options(tmp_path):
     """By default NNCF quantizes with and without SmoothQuant and keeps the variant closer to fp32 on inputs
     calibration did not see; the options reach nncf.quantize (the ignored patch embedding stays float)."""
