@@ -45,6 +45,9 @@ class BenchConfig:
     end_to_end: bool = True  # also time "embed one photo" / "embed one query" and the tokenizer
     keep_samples: bool = True  # per-call samples in the JSON (the distribution plot needs them)
     model: Any = None  # torch runtimes: a DualEncoder or spec instead of the manifest's source model
+    # onnxruntime: worker threads spin-wait between calls (ORT's default: the steady state of one busy session).
+    # False times what compact_bundle, the apps and `compact eval` ship (spinning off; bench/photo_then_query.py).
+    spin: bool = True
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(int(b) <= 0 for b in self.batch_sizes):
@@ -129,7 +132,7 @@ def bench_pair(bundle: Path, manifest: dict, rt: BenchRuntime, cfg: BenchConfig,
                progress: Optional[Progress] = None, stage: str = "") -> dict:
     """One runtime on one bundle: every tower at every batch size, plus the end-to-end timings."""
     threads = cfg.resolved_threads()
-    rcfg = RuntimeConfig(threads=threads, model=cfg.model)
+    rcfg = RuntimeConfig(threads=threads, model=cfg.model, spin=cfg.spin)
     tokenizer = load_tokenizer(bundle, manifest) if "text" in cfg.towers else None
     towers = {}
     precisions = {}
@@ -149,6 +152,7 @@ def bench_pair(bundle: Path, manifest: dict, rt: BenchRuntime, cfg: BenchConfig,
         "target": manifest.get("target"), "source": manifest.get("source"), "runtime": rt.name,
         "runtime_label": runtime_label(rt, manifest), "runtime_version": rt.version(), "precision": precision,
         "device": rt.device, "device_tag": device_tag(rt.device), "threads": threads,
+        **({"spin": cfg.spin} if rt.name.startswith("onnxruntime") else {}),
         "inputs": cfg.inputs.source, "timing": cfg.timing.to_dict(), "towers": towers,
     }
     if tokenizer is not None and cfg.end_to_end:

@@ -436,3 +436,22 @@ def test_gpu_check_says_plainly_when_there_is_no_gpu(capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["-o", "/nonexistent/x.json"]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_no_spin_reaches_the_onnxruntime_session_and_the_result(bundles, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from bench.runtimes import RuntimeConfig, get_runtime
+    from export.bundle import read_manifest
+
+    onnx = bundles("onnx")
+    rt, manifest = get_runtime("onnxruntime"), read_manifest(onnx)
+    for spin, want in ((True, ""), (False, "0")):
+        h = rt.load(onnx, manifest, "image", RuntimeConfig(threads=1, spin=spin))
+        got = h.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") \
+            if want else ""
+        assert got == want
+    out = tmp_path / "out"
+    res = _invoke("run", onnx, "--batch", "1", "--max-seconds", "0.2", "--threads", "1", "--no-spin", "-o", out)
+    assert res.exit_code == 0, res.output
+    (r,) = json.loads((out / "report.json").read_text())["results"]
+    assert r["spin"] is False and r["towers"]["image"]["batches"][0]["p50_ms"] > 0

@@ -38,6 +38,7 @@ class RuntimeConfig:
     model: Any = None  # torch runtimes: a DualEncoder or model spec to use instead of manifest["source"]["model"]
     precision_hint: str = "f32"  # openvino: INFERENCE_PRECISION_HINT (this CPU would pick bf16 by default)
     optimized: bool = False  # onnxruntime: run the bundle's ORT-optimised graphs (`export --optimize`) where present
+    spin: bool = True  # onnxruntime: intra-op threads spin-wait between calls (ORT's default); False as shipped
 
 
 class BenchRuntime(NeedsPackages):

@@ -46,6 +46,8 @@ class OnnxRuntime(BenchRuntime):
             so.intra_op_num_threads = cfg.threads
             so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not cfg.spin:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = [self.provider] + (["CPUExecutionProvider"] if self.provider != "CPUExecutionProvider" else [])
         from export.targets.onnx import check_external_data
 

@@ -55,9 +55,12 @@ def bench() -> None:
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all usable cores).")
 @click.option("--inputs", type=click.Choice(["real", "synthetic"]), default="real", show_default=True)
 @click.option("--accuracy", multiple=True, help="name=path/report.json from `compact eval -o`, for the Pareto chart.")
+@click.option("--spin/--no-spin", default=True, show_default=True,
+              help="onnxruntime threads spin-wait between calls (steady state of one busy session); --no-spin times "
+                   "sessions as compact_bundle and the apps make them (image then text: 1.9x faster there).")
 @click.option("-o", "--out", type=BUNDLE, required=True)
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty -o folder.")
-def run(exports, runtimes, batch, iters, max_seconds, threads, inputs, accuracy, out, overwrite) -> None:
+def run(exports, runtimes, batch, iters, max_seconds, threads, inputs, accuracy, spin, out, overwrite) -> None:
     """Time EXPORTS' image and text towers on each --runtime; writes report.json/csv/md, latency.png,
     pareto.png and one latency-<model>-<runtime>-<precision>-<device>.json per pair."""
     from bench.inputs import InputConfig
@@ -66,7 +69,7 @@ def run(exports, runtimes, batch, iters, max_seconds, threads, inputs, accuracy,
 
     acc = read_accuracy(accuracy)
     cfg = BenchConfig(runtimes=tuple(runtimes), batch_sizes=_batches(batch), threads=threads,
-                      timing=_timing(iters, threads, max_seconds), inputs=InputConfig(source=inputs))
+                      timing=_timing(iters, threads, max_seconds), inputs=InputConfig(source=inputs), spin=spin)
     with report_folder(out, overwrite) as tmp:
         with stage_bars() as bars:
             res = bench_bundles(list(exports), cfg, progress=bars.simple)
