@@ -245,12 +245,10 @@ def report_folder(out: Path, overwrite: bool = False) -> Iterator[Path]:
     """For `compact bench run|report -o OUT`: lock OUT, refuse a non-empty one without --overwrite before anything
     is timed, and yield a temporary sibling that replaces OUT in one rename when the block succeeds (a killed
     benchmark leaves the previous reports or nothing)."""
-    from compact.utils.io import atomic_dir, check_output_dir, output_lock
+    from compact.utils.io import atomic_dir, output_lock
 
-    with output_lock(Path(out)):
-        check_output_dir(Path(out), overwrite)
-        with atomic_dir(Path(out), overwrite) as tmp:
-            yield tmp
+    with output_lock(Path(out)), atomic_dir(Path(out), overwrite) as tmp:  # atomic_dir checks OUT on entry
+        yield tmp
 
 
 def write_reports(results: list[dict], out: Path, skipped: Optional[list[dict]] = None,

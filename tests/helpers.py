@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 from compact.models.compact_clip import CompactCLIP
@@ -71,3 +74,10 @@ def only_packages_env(tmp_path, packages: list[str]):
             (only / libs.name).symlink_to(libs)
     (site / "only.pth").write_text(str(only) + "\n")
     return env / "bin" / "python"
+
+
+def killed_at(cmd, point: str) -> None:
+    """Run `cmd` with COMPACT_FAILPOINT=point (compact/utils/faults.py); it must die by SIGKILL there."""
+    r = subprocess.run(cmd, env=dict(os.environ, COMPACT_FAILPOINT=point, OMP_NUM_THREADS="1"), capture_output=True,
+                       text=True)
+    assert r.returncode == -signal.SIGKILL, f"not killed at {point}: rc {r.returncode}\n{r.stderr[-2000:]}"

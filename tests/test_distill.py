@@ -19,6 +19,7 @@ from compact.distill.recipe import DistillRecipe, StageConfig, StudentSpec, Text
 from compact.distill.trainer import DistillOptions, run_distill
 from compact.errors import CompactError, DataError
 from compact.models.folder import load_model
+from helpers import killed_at
 
 pytestmark = pytest.mark.slow
 
@@ -256,8 +257,7 @@ def test_kill_mid_checkpoint_write_keeps_the_previous_one_and_resumes_to_the_sam
     recipe, full = uninterrupted
     env = dict(os.environ, OMP_NUM_THREADS="1")
     base = [sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe), "-o", str(tmp_path / "killed")]
-    r = subprocess.run(base, env=dict(env, COMPACT_FAILPOINT=point), capture_output=True, text=True)
-    assert r.returncode == -signal.SIGKILL, r.stderr
+    killed_at(base, point)
     work = tmp_path / ".killed.work"
     assert not (tmp_path / "killed").exists()
     if point.startswith("checkpoint.write"):

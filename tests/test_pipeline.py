@@ -4,9 +4,6 @@ stages, the report, and every shipped recipe validated."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,8 +15,10 @@ from compact.errors import CompactError
 from compact.pipeline.recipe import PipelineRecipe, load_pipeline
 from compact.pipeline.run import run_pipeline
 from compact.utils.config import RecipeError
+from helpers import killed_at
 
 ROOT = Path(__file__).resolve().parents[1]
+RUN = [sys.executable, "-m", "compact.cli.main", "run"]
 
 TINY = """
 name: tiny
@@ -35,13 +34,6 @@ eval: {limit: 60}
 """
 
 
-def _compact_run_killed_at(recipe_file: Path, out: Path, point: str) -> None:
-    r = subprocess.run([sys.executable, "-m", "compact.cli.main", "run", str(recipe_file), "-o", str(out)],
-                       env=dict(os.environ, COMPACT_FAILPOINT=point, OMP_NUM_THREADS="1"), capture_output=True,
-                       text=True)
-    assert r.returncode == -signal.SIGKILL, f"not killed at {point}: rc {r.returncode}\n{r.stderr[-2000:]}"
-
-
 def _stamps(out: Path, stages) -> dict:
     return {s: (out / s / "stage.json").stat().st_mtime_ns for s in stages}
 
@@ -54,11 +46,11 @@ def test_tiny_run_resumes_after_a_kill(quick_reference, tmp_path):
     recipe_file.write_text(TINY)
     out = tmp_path / "run"
 
-    _compact_run_killed_at(recipe_file, out, "quantize.candidate:1")
+    killed_at([*RUN, str(recipe_file), "-o", str(out)], "quantize.candidate:1")
     assert not (out / "quantize" / "stage.json").exists() and not (out / "report.html").exists()
     first = _stamps(out, ("distill", "prune"))
 
-    _compact_run_killed_at(recipe_file, out, "bench.result:1")
+    killed_at([*RUN, str(recipe_file), "-o", str(out)], "bench.result:1")
     assert _stamps(out, ("distill", "prune")) == first  # not redone
     assert not (out / "bench" / "stage.json").exists() and not (out / "report.html").exists()
     finished = _stamps(out, ("distill", "prune", "quantize", "export", "eval"))

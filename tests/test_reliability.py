@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from compact.cli.main import cli
 from compact.errors import CompactError
 from compact.utils.io import lock_path, output_lock
+from helpers import killed_at
 
 HOLD = """
 import sys, time
@@ -342,13 +343,6 @@ def _kill_when(cmd, ready, timeout=300.0):
     raise AssertionError(f"{cmd} did not reach the kill point in {timeout} s")
 
 
-def _killed_at(cmd, point):
-    """Run `cmd` with COMPACT_FAILPOINT=point; it must die by SIGKILL there."""
-    r = subprocess.run(cmd, env=dict(os.environ, COMPACT_FAILPOINT=point, OMP_NUM_THREADS="1"), capture_output=True,
-                       text=True)
-    assert r.returncode == -signal.SIGKILL, f"not killed at {point}: rc {r.returncode}\n{r.stderr[-2000:]}"
-
-
 def _outputs(bundle, name):
     import numpy as np
     import onnxruntime as ort
@@ -405,7 +399,7 @@ def test_quantize_killed_mid_run_leaves_nothing_and_reruns_to_the_same_result(ti
     cmd = [*CLI, "quantize", str(tiny_folder), "--method", "ort_dynamic_int8", "--eval-data", "", "--force",
            "--calib-images", "8", "-o"]
     subprocess.run([*cmd, str(ref)], check=True, capture_output=True)
-    _killed_at([*cmd, str(out)], "quantize.candidate:1")  # the image tower's candidate done, the text one not
+    killed_at([*cmd, str(out)], "quantize.candidate:1")  # the image tower's candidate done, the text one not
     assert not out.exists()
     subprocess.run([*cmd, str(out)], check=True, capture_output=True)
     a, b = (json.loads((d / "report.json").read_text()) for d in (ref, out))
@@ -458,7 +452,7 @@ def test_prune_killed_in_its_second_recovery_resumes_to_the_same_weights(quick_r
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run([*cmd, str(tmp_path / "ref")], check=True, capture_output=True, env=env)
     out = tmp_path / "out"
-    _killed_at([*cmd, str(out)], "checkpoint.saved:3")  # saves per recovery: steps 5 and 10 (done)
+    killed_at([*cmd, str(out)], "checkpoint.saved:3")  # saves per recovery: steps 5 and 10 (done)
     work = tmp_path / ".out.work"
     assert not out.exists()
     assert (work / "recovered-0" / "model.safetensors").is_file() and (work / ".recovered-1.work").is_dir()
@@ -485,7 +479,7 @@ def test_bench_killed_after_its_first_result_leaves_nothing_and_reruns(tiny_fold
     out = tmp_path / "r"
     cmd = [*CLI, "bench", "run", str(bundle), "--runtime", "onnxruntime", "--runtime", "torch", "--batch", "1",
            "--iters", "5", "-o", str(out)]
-    _killed_at(cmd, "bench.result:1")
+    killed_at(cmd, "bench.result:1")
     assert not out.exists() and list(tmp_path.glob(".r.tmp-*"))
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -547,22 +541,10 @@ def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tiny_folder, tmp
 
 
 def _small_recipe(tmp_path):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("""
-teacher: reference-quick
-data: reference-quick
-langs: [en]
-bf16: false
-student:
-  vision: {width: 64, depth: 2, heads: 2, mlp_dim: 128}
-  text: {width: 64, depth: 2, heads: 2, mlp_dim: 128}
-  tokenizer: {kind: trimmed}
-stages:
-  - {name: text, steps: 30, batch_size: 16, losses: {feature_cosine: 1.0}}
-val_every: 0
-checkpoint_every: 10
-""")
-    return recipe
+    from test_distill import _recipe_file
+
+    return _recipe_file(tmp_path, "[en]", """
+  - {name: text, steps: 30, batch_size: 16, losses: {feature_cosine: 1.0}}""", checkpoint_every=10)
 
 
 def test_checkpoint_write_on_a_full_disk_keeps_the_previous_checkpoint(quick_reference, tmp_path, monkeypatch):

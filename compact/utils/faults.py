@@ -7,9 +7,9 @@ the variable a fail point costs one dictionary lookup. (The idea is FreeBSD's fa
 are for other languages, hence these few lines.)
 
 Fail points in the code: `checkpoint.write` (model weights written, optimizer and state not yet),
-`atomic_dir.swap` (the old folder moved aside, the new one not yet in place), `export.graph` (after each tower's
-graph is written), `prune.recover` (after each recovery checkpoint), `bench.result` (after each timed
-bundle/runtime pair), `quantize.candidate` (after each evaluated candidate).
+`checkpoint.saved` (a checkpoint complete), `atomic_dir.swap` (the old folder moved aside, the new one not yet in
+place), `bench.result` (after each timed bundle/runtime pair), `quantize.candidate` (after each evaluated
+candidate).
 """
 
 from __future__ import annotations

@@ -72,12 +72,13 @@ def quantize_ir(ctx, tower: str, dst) -> dict:
     types = [forced] if forced else (["transformer", "cnn"] if convs >= CONV_TOWER_MIN_CONVS else ["transformer"])
     variants: dict[str, tuple[str, dict]] = {}
     for mt in types:
-        prefix = "" if mt == "transformer" else f"{mt}_"
-        if "smooth_quant_alpha" in ctx.cfg.method_options or mt == "cnn":
-            variants[f"{prefix}given" if mt == "transformer" else mt] = (mt, kwargs)
+        if mt == "cnn":
+            variants["cnn"] = (mt, kwargs)
+        elif "smooth_quant_alpha" in ctx.cfg.method_options:
+            variants["given"] = (mt, kwargs)
         else:
-            variants[f"{prefix}nncf_default"] = (mt, kwargs)
-            variants[f"{prefix}off"] = (mt, {**kwargs, "advanced_parameters": _smooth_quant(-1.0)})
+            variants["nncf_default"] = (mt, kwargs)
+            variants["off"] = (mt, {**kwargs, "advanced_parameters": _smooth_quant(-1.0)})
     held = ctx.held_out().feeds(tower) if len(variants) > 1 else []
     ref = np.concatenate([ctx.fp32_runners[tower](f) for f in held]) if held else None
     scores = {}
