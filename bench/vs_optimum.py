@@ -5,6 +5,17 @@ graph for both towers), timed side by side in one process (`bench.harness.compar
     python -m bench.vs_optimum                          # a ViT-B/32-shaped HF CLIP at random init, batch 1 and 8
     python -m bench.vs_optimum --hf-model path/to/clip  # a local Hugging Face CLIP folder
     python -m bench.vs_optimum --threads 1 --batch 1
+    python -m bench.vs_optimum --compact onnx --compact openvino-bf16
+
+compact's side is timed in each deploy form asked for (default: all three), every one against the same Optimum
+graph in its own alternating run:
+- `onnx`: `compact export onnx --optimize`, fp32, the two towers through `compact_bundle.Bundle`-style sessions;
+- `openvino`: `compact export openvino`, fp32 (INFERENCE_PRECISION_HINT=f32);
+- `openvino-bf16`: the same IR run in bf16 (what `compact quantize --method openvino_bf16` ships; OpenVINO's own
+  default on CPUs with AVX512-BF16/AMX). Its parity against Optimum's fp32 output is reported beside the ratio.
+The fp32 floor: the model's matmul/conv FLOPs (torch's FlopCounterMode on the same HF model, same token count)
+divided by this machine's fp32 GEMM peak measured in the same run (`bench.roofline.gemm_peak`). It bounds what any
+fp32 graph can reach here; `fp32_floor_over_optimum` is the best ratio fp32 could show.
 
 Optimum pins an older transformers than compact uses, so it never enters compact's environment: it is installed
 once into its own venv under the compact cache ($COMPACT_CACHE/optimum-venv; the package registry is needed the
@@ -85,44 +96,88 @@ def _default_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def measure(optimum_onnx: Path, bundle: Path, hf_folder: Path, batches: list[int], threads: int,
-            timing: TimingConfig) -> list[dict]:
-    from transformers import CLIPTokenizerFast
+VARIANTS = ("onnx", "openvino", "openvino-bf16")
 
-    tok = CLIPTokenizerFast.from_pretrained(str(hf_folder))
+
+def compact_runners(variant: str, bundle: Path, threads: int) -> dict:
+    """tower -> feeds -> embeddings, for one of compact's deploy forms (see the module docstring)."""
     manifest = json.loads((bundle / "manifest.json").read_text())
     files = {f["tower"]: f["path"] for f in manifest["files"] if f.get("optimized")} or \
         {f["tower"]: f["path"] for f in manifest["files"]}
-    from compact.quantize.gates import cosine_stats
-    from export.targets.onnx import ort_session
+    if variant == "onnx":
+        from export.targets.onnx import ort_session, session_runner
 
+        return {t: session_runner(ort_session(bundle / files[t], threads)) for t in ("image", "text")}
+    from export.targets.openvino import compile_ir, compiled_runner
+
+    hint = "bf16" if variant == "openvino-bf16" else "f32"
+    return {t: compiled_runner(compile_ir(bundle / files[t], hint, threads)) for t in ("image", "text")}
+
+
+def hf_flops(hf_folder: Path, tokens: int) -> dict:
+    """Matmul/conv FLOPs per item of each tower (torch FlopCounterMode on the HF model itself)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import CLIPModel
+
+    # eager attention: the counter does not see inside the CPU's fused scaled_dot_product_attention kernel
+    model = CLIPModel.from_pretrained(str(hf_folder), attn_implementation="eager").eval()
+    size = model.config.vision_config.image_size
+    out = {}
+    with torch.no_grad():
+        for tower, fn in (("image", lambda: model.get_image_features(pixel_values=torch.zeros(1, 3, size, size))),
+                          ("text", lambda: model.get_text_features(input_ids=torch.ones(1, tokens, dtype=torch.long)))):
+            counter = FlopCounterMode(display=False)
+            with counter:
+                fn()
+            out[tower] = int(counter.get_total_flops())
+    return out
+
+
+def measure(optimum_onnx: Path, bundles: dict[str, Path], hf_folder: Path, batches: list[int], threads: int,
+            timing: TimingConfig, peak_gflops: float | None = None) -> list[dict]:
+    from transformers import CLIPConfig, CLIPTokenizerFast
+
+    from compact.quantize.gates import cosine_stats
+
+    tok = CLIPTokenizerFast.from_pretrained(str(hf_folder))
+    size = CLIPConfig.from_pretrained(str(hf_folder)).vision_config.image_size
     opt = _default_session(optimum_onnx, threads)
-    img, txt = (ort_session(bundle / files[t], threads) for t in ("image", "text"))  # compact's own sessions
     opt_inputs = {i.name for i in opt.get_inputs()}
+    tokens = int(tok([QUERY], return_tensors="np")["input_ids"].shape[1])
+    flops = hf_flops(hf_folder, tokens) if peak_gflops else None
+    runners = {v: compact_runners(v, bundles[v], threads) for v in bundles}
     rows = []
     for b in batches:
         rng = np.random.default_rng(b)
-        px = rng.standard_normal((b, 3, 224, 224), dtype=np.float32)
+        px = rng.standard_normal((b, 3, size, size), dtype=np.float32)
         enc = tok([QUERY] * b, return_tensors="np", padding=True)
         ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
         feeds = {k: v for k, v in {"pixel_values": px, "input_ids": ids, "attention_mask": mask}.items()
                  if k in opt_inputs}
         names = [o.name for o in opt.get_outputs()]
         out = dict(zip(names, opt.run(None, feeds)))
-        ci = img.run(None, {"pixel_values": px})[0]
-        ct = txt.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-
-        parity = {"image": cosine_stats(out["image_embeds"], ci)["cosine_min"],
-                  "text": cosine_stats(out["text_embeds"], ct)["cosine_min"]}
-        r = compare_callables(lambda: opt.run(None, feeds),
-                              lambda: (img.run(None, {"pixel_values": px}),
-                                       txt.run(None, {"input_ids": ids, "attention_mask": mask})), timing)
-        rows.append({"batch": b, "optimum_ms": r.a.median_s * 1e3, "compact_ms": r.b.median_s * 1e3,
-                     "compact_over_optimum": r.ratio_b_over_a, "ci95": [r.ratio_ci_low, r.ratio_ci_high],
-                     "parity_cosine_min": parity, **r.to_dict()})
-        log.warning("batch %d: Optimum -O3 %.2f ms, compact %.2f ms: compact/Optimum %.3f (95%% CI %.3f-%.3f); "
-                    "cosine image %.6f text %.6f", b, r.a.median_s * 1e3, r.b.median_s * 1e3, r.ratio_b_over_a,
-                    r.ratio_ci_low, r.ratio_ci_high, parity["image"], parity["text"])
+        img_feeds, txt_feeds = {"pixel_values": px}, {"input_ids": ids, "attention_mask": mask}
+        floor = None
+        if flops:
+            floor = {"gemm_peak_gflops": peak_gflops, "flops_per_item": flops,
+                     "floor_ms": (flops["image"] + flops["text"]) * b / (peak_gflops * 1e9) * 1e3}
+        for variant, run in runners.items():
+            parity = {"image": cosine_stats(out["image_embeds"], run["image"](img_feeds))["cosine_min"],
+                      "text": cosine_stats(out["text_embeds"], run["text"](txt_feeds))["cosine_min"]}
+            r = compare_callables(lambda: opt.run(None, feeds),
+                                  lambda: (run["image"](img_feeds), run["text"](txt_feeds)), timing)
+            row = {"batch": b, "compact": variant, "optimum_ms": r.a.median_s * 1e3, "compact_ms": r.b.median_s * 1e3,
+                   "compact_over_optimum": r.ratio_b_over_a, "ci95": [r.ratio_ci_low, r.ratio_ci_high],
+                   "parity_cosine_min": parity, **r.to_dict()}
+            if floor:
+                row["fp32_floor"] = {**floor, "fp32_floor_over_optimum": floor["floor_ms"] / row["optimum_ms"]}
+            rows.append(row)
+            log.warning("batch %d, compact %s: Optimum -O3 %.2f ms, compact %.2f ms: compact/Optimum %.3f (95%% CI "
+                        "%.3f-%.3f); cosine vs Optimum image %.6f text %.6f%s", b, variant, r.a.median_s * 1e3,
+                        r.b.median_s * 1e3, r.ratio_b_over_a, r.ratio_ci_low, r.ratio_ci_high, parity["image"],
+                        parity["text"], f"; fp32 floor {floor['floor_ms']:.2f} ms = "
+                        f"{row['fp32_floor']['fp32_floor_over_optimum']:.3f} of Optimum" if floor else "")
     return rows
 
 
@@ -132,6 +187,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", action="append", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads, both sides (default: every core)")
     ap.add_argument("--max-seconds", type=float, default=15.0)
+    ap.add_argument("--compact", action="append", choices=VARIANTS, default=None,
+                    help="compact's deploy form(s) to time against Optimum (default: all)")
+    ap.add_argument("--no-floor", action="store_true", help="skip the fp32 GEMM-peak floor")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/vs_optimum.json"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -145,13 +203,26 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         hf = args.hf_model or make_hf_clip(tmp / "hf-clip")
         onnx_opt = optimum_export(bin_dir, hf, tmp / "optimum")
-        export_model(f"hf:{hf}", "onnx", tmp / "compact", ExportConfig(optimize=True))
-        rows = measure(onnx_opt, tmp / "compact", hf, args.batch or [1, 8], threads, timing)
+        variants = args.compact or list(VARIANTS)
+        bundles = {}
+        for v in variants:
+            target = "onnx" if v == "onnx" else "openvino"
+            if not (tmp / target).exists():
+                export_model(f"hf:{hf}", target, tmp / target, ExportConfig(optimize=target == "onnx"))
+            bundles[v] = tmp / target
+        peak = None
+        if not args.no_floor:
+            from bench.roofline import gemm_peak
+
+            peak = gemm_peak(threads, TimingConfig(warmup=3, min_iters=10, max_iters=200, max_seconds=3))["gflops"]
+        rows = measure(onnx_opt, bundles, hf, args.batch or [1, 8], threads, timing, peak)
     result = {"model": str(args.hf_model or "HF CLIPConfig() defaults (ViT-B/32 shape), random init"),
               "threads": threads, "optimum": OPTIMUM_PINS, "goal": "compact_over_optimum <= 0.8",
+              "variants": {"onnx": "fp32, ORT-optimised, two sessions", "openvino": "fp32 IR, hint f32",
+                           "openvino-bf16": "fp32 IR, INFERENCE_PRECISION_HINT=bf16"},
               "definition": "compact_over_optimum = median(compact image+text) / median(Optimum one graph), "
                             "alternating blocks, paired bootstrap 95% CI",
-              "profile": device_profile(versions(["onnxruntime"])), "rows": rows}
+              "profile": device_profile(versions(["onnxruntime", "openvino"])), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     log.warning("wrote %s", args.out)

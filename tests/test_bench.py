@@ -455,3 +455,55 @@ def test_no_spin_reaches_the_onnxruntime_session_and_the_result(bundles, tmp_pat
     assert res.exit_code == 0, res.output
     (r,) = json.loads((out / "report.json").read_text())["results"]
     assert r["spin"] is False and r["towers"]["image"]["batches"][0]["p50_ms"] > 0
+
+
+def test_vs_optimum_times_every_compact_form_against_one_graph(tmp_path):
+    """bench.vs_optimum's measuring half on a tiny HF CLIP: the one-graph side is the HF model exported whole (what
+    Optimum's zero-shot-image-classification export is), compact's side each deploy form; parity, ratios, FLOPs."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    import torch
+    from transformers import CLIPModel
+
+    from bench.vs_optimum import VARIANTS, hf_flops, measure
+    from export import ExportConfig, export_model
+    from helpers import hf_tiny_clip
+
+    hf = hf_tiny_clip(tmp_path / "hf")
+    model = CLIPModel.from_pretrained(str(hf)).eval()
+
+    class Whole(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.clip = model
+
+        def forward(self, input_ids, pixel_values, attention_mask):
+            out = self.clip(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+            return out.logits_per_image, out.text_embeds, out.image_embeds
+
+    one = tmp_path / "one.onnx"
+    ids, px = torch.ones(2, 9, dtype=torch.long), torch.zeros(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.onnx.export(Whole(), (ids, px, torch.ones_like(ids)), str(one), dynamo=False,
+                          input_names=["input_ids", "pixel_values", "attention_mask"],
+                          output_names=["logits_per_image", "text_embeds", "image_embeds"],
+                          dynamic_axes={"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"},
+                                        "pixel_values": {0: "b"}})
+    for target in ("onnx", "openvino"):
+        export_model(f"hf:{hf}", target, tmp_path / target, ExportConfig(optimize=target == "onnx"))
+    bundles = {v: tmp_path / ("onnx" if v == "onnx" else "openvino") for v in VARIANTS}
+    rows = measure(one, bundles, hf, [1, 2], 1, QUICK, peak_gflops=100.0)
+    assert [(r["batch"], r["compact"]) for r in rows] == [(b, v) for b in (1, 2) for v in VARIANTS]
+    for r in rows:
+        floor = 0.999 if r["compact"] == "openvino-bf16" else 0.99999
+        assert min(r["parity_cosine_min"].values()) > floor, r
+        assert r["compact_ms"] > 0 and r["optimum_ms"] > 0
+        assert r["compact_over_optimum"] == pytest.approx(r["compact_ms"] / r["optimum_ms"], rel=1e-3)
+        f = r["fp32_floor"]
+        assert f["floor_ms"] == pytest.approx((f["flops_per_item"]["image"] + f["flops_per_item"]["text"])
+                                             * r["batch"] / 100e9 * 1e3)
+    # FLOPs per item against the tiny config by hand: patch conv, 2 blocks of (4 w^2 + 2 w mlp) MACs per token plus
+    # attention's 2 T^2 w MACs, and the projection; 17 image tokens (16 patches + class)
+    w, mlp, t, proj = 32, 64, 17, 16
+    image = 2 * 16 * 3 * 8 * 8 * w + 2 * 2 * (4 * w * w * t + 2 * w * mlp * t + 2 * t * t * w) + 2 * w * proj
+    assert hf_flops(hf, 9)["image"] == image

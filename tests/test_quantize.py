@@ -431,6 +431,28 @@ def test_nncf_openvino_tries_the_cnn_type_on_a_convolutional_tower(tmp_path):
         run_quantize(model, cfg, tmp_path / "c")
 
 
+def test_ort_static_qdq_keeps_int8_between_the_convolutions_of_a_convolutional_tower(tmp_path):
+    """On a MobileNetV4 tower ort_static_qdq also quantizes the data path between convolutions (every residual Add
+    reads int8 through DequantizeLinear), within the gate; a ViT tower keeps the MatMul/Gemm/Conv allow-list."""
+    _usable("ort_static_qdq")
+    import onnx
+    from test_deploy import timm_student
+
+    cfg = QuantizeConfig(runtime="onnxruntime", methods=("ort_static_qdq",), force=True, towers=("image",), **FAST)
+    report = run_quantize(timm_student("mobilenetv4_conv_small", 64), cfg, tmp_path / "a")
+    (row,) = report["candidates"]
+    d = row["details"]
+    assert d["convolutions"] >= 8 and {"Add", "Concat", "Relu"} <= set(d["op_types"])
+    assert row["cosine_mean"] > 0.99
+    graph = onnx.load(str(next((tmp_path / "a").rglob("image*.onnx")))).graph
+    made_by = {o: n.op_type for n in graph.node for o in n.output}
+    adds = [n for n in graph.node if n.op_type == "Add"]
+    assert adds and all(made_by.get(i) == "DequantizeLinear" for n in adds for i in n.input)
+
+    (row,) = run_quantize(tiny_compact(), cfg, tmp_path / "b")["candidates"]
+    assert row["details"]["op_types"] == ["MatMul", "Gemm", "Conv"] and row["details"]["convolutions"] < 8
+
+
 def test_nncf_openvino_chooses_smooth_quant_on_held_out_inputs_and_takes_nncf_options(tmp_path):
     """By default NNCF quantizes with and without SmoothQuant and keeps the variant closer to fp32 on inputs
     calibration did not see; the options reach nncf.quantize (the ignored patch embedding stays float)."""

@@ -20,6 +20,7 @@ from compact.utils.extras import NeedsPackages
 
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
 RUNTIMES = ("onnxruntime", "openvino", "torch", "coreml", "tensorrt")
+CONV_TOWER_MIN_CONVS = 8  # a ViT has one convolution (the patch embedding); MobileNet/FastViT towers have dozens
 
 
 @dataclass

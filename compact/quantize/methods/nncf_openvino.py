@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from compact.errors import CompactError
-from compact.quantize import Candidate, QuantMethod, listed, register_method
+from compact.quantize import CONV_TOWER_MIN_CONVS, Candidate, QuantMethod, listed, register_method
 
 
 @register_method
@@ -43,7 +43,6 @@ class NncfOpenVino(QuantMethod):
 
 
 CONV_TYPES = ("Convolution", "GroupConvolution")
-CONV_TOWER_MIN_CONVS = 8  # a ViT has one (the patch embedding); MobileNet/FastViT-style towers have dozens
 
 
 def quantize_ir(ctx, tower: str, dst) -> dict:
