@@ -8,7 +8,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+# Under pytest-xdist (`make test` runs two workers) each worker gets one of the two cores.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, 2 // WORKERS))
 
 
 @pytest.fixture(scope="session")
@@ -20,11 +22,19 @@ def cache_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def quick_reference(cache_root):
-    """The --quick reference build (data + teacher), built once per session."""
-    from compact.reference.build import ReferenceBuildConfig, build_reference
+def quick_reference(cache_root, tmp_path_factory):
+    """The --quick reference build (data + teacher), built once per session: under xdist once for all workers, in a
+    folder they share (build_reference makes the second worker wait for the first), linked into each one's cache."""
+    from compact.reference.build import ReferenceBuildConfig, build_reference, reference_paths
 
-    return build_reference(ReferenceBuildConfig(size="quick"))
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build_reference(ReferenceBuildConfig(size="quick"))
+    shared = tmp_path_factory.getbasetemp().parent / "shared-reference"
+    summary = build_reference(ReferenceBuildConfig(size="quick", cache=shared))
+    mine = reference_paths("quick").root
+    mine.parent.mkdir(parents=True, exist_ok=True)
+    mine.symlink_to(reference_paths("quick", root=shared).root, target_is_directory=True)
+    return summary
 
 
 @pytest.fixture(autouse=True)

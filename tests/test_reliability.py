@@ -48,6 +48,28 @@ def test_second_writer_gets_the_holders_pid_and_a_killed_holder_leaves_no_stale_
     assert not lock_path(out).exists()  # removed on a clean exit
 
 
+def test_a_waiting_lock_blocks_until_the_holder_dies_then_takes_over(tmp_path):
+    """`output_lock(wait=True)` (the shared reference cache): the second process waits instead of failing."""
+    import threading
+
+    out = tmp_path / "reference"
+    proc = _holder(out)
+    got = []
+
+    def take():
+        with output_lock(out, wait=True):
+            got.append(lock_path(out).read_text().strip())
+
+    t = threading.Thread(target=take)
+    t.start()
+    t.join(1.0)
+    assert t.is_alive() and not got  # still waiting on the holder
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    t.join(30)
+    assert got == [str(os.getpid())] and not lock_path(out).exists()
+
+
 def test_lock_is_reentrant_in_one_process(tmp_path):
     with output_lock(tmp_path / "x"):
         with output_lock(tmp_path / "x"):

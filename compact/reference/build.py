@@ -13,7 +13,7 @@ from compact.data.reference.dataset import DATA_SIZES, build_reference_data, is_
 from compact.eval.runner import EvalConfig, evaluate
 from compact.reference.teacher import TeacherTrainConfig, train_teacher
 from compact.utils.cache import cache_dir
-from compact.utils.io import read_json, write_json
+from compact.utils.io import output_lock, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,15 @@ BuildProgress = Callable[[str, int, int, dict], None]
 
 
 def build_reference(cfg: ReferenceBuildConfig, progress: Optional[BuildProgress] = None) -> dict:
-    """Build (or reuse) the data and the teacher, evaluate the teacher on the test split, return a summary."""
+    """Build (or reuse) the data and the teacher, evaluate the teacher on the test split, return a summary.
+    Two processes sharing a cache (two `compact run`s, parallel test workers) take turns: the second waits for the
+    first and then reuses what it built."""
     paths = reference_paths(cfg.size, cfg.seed, cfg.cache)
+    with output_lock(paths.root, wait=True):
+        return _build_reference(cfg, paths, progress)
+
+
+def _build_reference(cfg: ReferenceBuildConfig, paths: ReferencePaths, progress: Optional[BuildProgress]) -> dict:
     data_cfg = replace(DATA_SIZES[cfg.size], seed=cfg.seed)
     train_cfg = replace(TRAIN_SIZES[cfg.size], seed=cfg.seed)
     summary: dict = {"size": cfg.size, "seed": cfg.seed, "data": str(paths.data), "teacher": str(paths.teacher)}

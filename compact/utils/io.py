@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -13,6 +14,8 @@ from typing import Any, Iterator, Optional
 
 from compact.errors import CompactError
 from compact.utils.faults import failpoint
+
+log = logging.getLogger(__name__)
 
 
 _HELD: dict[str, int] = {}  # lock file -> nesting depth in this process (a stage that calls another stage)
@@ -24,12 +27,13 @@ def lock_path(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def output_lock(path: Path) -> Iterator[None]:
+def output_lock(path: Path, wait: bool = False) -> Iterator[None]:
     """One compact process writes an output folder at a time. The lock is `.<name>.lock` beside the folder (the
     folder itself is replaced by a rename) holding the writer's pid; a second writer gets a one-line error naming
     it. flock, not a lock library, because the message needs the holder's pid and the kernel drops the lock when
     its process dies (kill -9 included): a killed run's file stays behind holding a dead pid, and the next run
-    takes it over. Removed on a clean exit. Re-entrant in one process."""
+    takes it over. Removed on a clean exit. Re-entrant in one process. `wait=True` (shared caches, where the second
+    process wants the first one's result): block until the holder is done instead of raising."""
     lock = lock_path(path)
     key = str(lock)
     if key in _HELD:
@@ -51,9 +55,13 @@ def output_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise CompactError(f"output {Path(path)} is being written by another compact process (pid {holder}); "
-                               "wait for it to finish, or write to another folder") from None
+            if wait:
+                log.warning("waiting for compact process %s to finish %s", holder, path)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                os.close(fd)
+                raise CompactError(f"output {Path(path)} is being written by another compact process (pid {holder}); "
+                                   "wait for it to finish, or write to another folder") from None
         try:  # the holder we waited on may have removed the file: then lock the new one
             same = os.path.samestat(os.fstat(fd), os.stat(lock))
         except FileNotFoundError:
