@@ -8,7 +8,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# Under pytest-xdist (`make test` runs two workers) each worker gets one of the two cores.
+# Under pytest-xdist (`pytest -n 2`; `make test` does not use it yet) each worker gets one of the two cores.
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, 2 // WORKERS))
 
