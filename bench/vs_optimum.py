@@ -101,18 +101,17 @@ VARIANTS = ("onnx", "openvino", "openvino-bf16")
 
 
 def compact_runners(variant: str, bundle: Path, threads: int) -> dict:
-    """tower -> feeds -> embeddings, for one of compact's deploy forms (see the module docstring)."""
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    files = {f["tower"]: f["path"] for f in manifest["files"] if f.get("optimized")} or \
-        {f["tower"]: f["path"] for f in manifest["files"]}
-    if variant == "onnx":
-        from export.targets.onnx import ort_session, session_runner
+    """tower -> feeds -> embeddings, for one of compact's deploy forms (see the module docstring), loaded through
+    the bench runtime registry as `compact bench run` loads them (ORT-optimised graphs, no spin-wait)."""
+    from bench.runtimes import RuntimeConfig, get_runtime
+    from export.bundle import read_manifest
 
-        return {t: session_runner(ort_session(bundle / files[t], threads)) for t in ("image", "text")}
-    from export.targets.openvino import compile_ir, compiled_runner
-
-    hint = "bf16" if variant == "openvino-bf16" else "f32"
-    return {t: compiled_runner(compile_ir(bundle / files[t], hint, threads)) for t in ("image", "text")}
+    rt = get_runtime("onnxruntime" if variant == "onnx" else "openvino")
+    cfg = RuntimeConfig(threads=threads, optimized=True, spin=False,
+                        precision_hint="bf16" if variant == "openvino-bf16" else "f32")
+    manifest = read_manifest(bundle)
+    handles = {t: rt.load(bundle, manifest, t, cfg) for t in ("image", "text")}
+    return {t: (lambda feeds, h=h: np.array(rt.to_numpy(rt.run(h, rt.prepare(h, feeds))))) for t, h in handles.items()}
 
 
 def ort_gemm_peak(threads: int, timing: TimingConfig, sizes=(768, 1024, 2048)) -> float:
