@@ -20,4 +20,5 @@ run: setup
 
 test: setup
 	apps/setup.sh $(VENV)  # chromium + chromedriver (apt), onnxruntime-web (npm), the apps extra: browser tests
-	$(PY) -m pytest -q
+	# two xdist workers (one core each on CI's 2 cores; tests/conftest.py splits torch threads between them)
+	$(PY) -m pytest -q -n 2

@@ -8,9 +8,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# Under pytest-xdist (`pytest -n 2`; `make test` does not use it yet) each worker gets one of the two cores.
+# `make test` runs two pytest-xdist workers (`pytest -n 2`): the machine's cores are split between them, so two
+# workers on CI's 2 cores get one torch thread each instead of fighting over two each.
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(max(1, 2 // WORKERS))
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+torch.set_num_threads(max(1, CORES // WORKERS))
 
 
 @pytest.fixture(scope="session")
