@@ -117,6 +117,27 @@ def measure(bundles: dict, runtimes: list[str], batches: list[int], timing: Timi
     return rows
 
 
+def int8_text_by_length(fp32: Path, int8: Path, runtime: str, lengths: list[int], timing: TimingConfig,
+                        threads: int, optimized: bool = False) -> list[dict]:
+    """The student's int8 text tower (B) against its fp32 one (A), batch 1, at each token length: the quantized
+    projections shrink with the length while per-call and attention costs do not, so short queries gain less."""
+    rows = []
+    for n in lengths:
+        inputs = InputConfig(source="synthetic", seq=n)
+        fa, close_a, _ = side_callable(fp32, runtime, "text", 1, inputs, threads, None, optimized)
+        fb, close_b, _ = side_callable(int8, runtime, "text", 1, inputs, threads, None, optimized)
+        try:
+            r = compare_callables(fa, fb, timing)
+        finally:
+            close_a()
+            close_b()
+        rows.append({"tokens": n, "fp32_p50_ms": r.a.median_s * 1e3, "int8_p50_ms": r.b.median_s * 1e3,
+                     **r.to_dict()})
+        log.warning("%-12s int8 text, %3d tokens: fp32 %7.3f ms  int8 %7.3f ms  %.2fx (95%% CI %.2f-%.2f)", runtime, n,
+                    r.a.median_s * 1e3, r.b.median_s * 1e3, r.speedup_b_over_a, r.speedup_ci_low, r.speedup_ci_high)
+    return rows
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", default="open_clip:ViT-B-32")
@@ -130,12 +151,19 @@ def main(argv=None) -> None:
     ap.add_argument("--optimize", action="store_true", help="onnxruntime: time ORT-optimised graphs (both sides)")
     ap.add_argument("--quantize", action="store_true",
                     help="also time the student after `compact quantize --auto` against the fp32 teacher")
+    ap.add_argument("--text-lengths", type=int, nargs="+", default=None, metavar="N",
+                    help="--quantize: also time the student's int8 text tower against its fp32 one at these token "
+                         "lengths (synthetic ids, batch 1): int8's gain depends on the length")
     ap.add_argument("--runtime", action="append", choices=sorted(BUNDLE_FOR), default=None)
     ap.add_argument("--batch", action="append", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--max-seconds", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=Path("runs/bench/teacher_vs_student.json"))
     args = ap.parse_args(argv)
+    if args.text_lengths and not args.quantize:
+        ap.error("--text-lengths times the int8 text tower: add --quantize")
+    if args.text_lengths and min(args.text_lengths) < 2:
+        ap.error("--text-lengths: every length must be at least 2 (BOS/EOS)")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     runtimes = args.runtime or ["onnxruntime", "openvino", "torch"]
     batches = args.batch or [1, 8]
@@ -160,6 +188,9 @@ def main(argv=None) -> None:
                 qb = {"teacher": bundles["teacher"], "student": {BUNDLE_FOR[rt]: q}}
                 extra["int8"][rt] = {"chosen": chosen,
                                      "rows": measure(qb, [rt], batches, timing, threads, optimized=args.optimize)}
+                if args.text_lengths:
+                    extra["int8"][rt]["text_by_length"] = int8_text_by_length(
+                        bundles["student"][BUNDLE_FOR[rt]], q, rt, args.text_lengths, timing, threads, args.optimize)
     result = {"teacher": args.teacher, "student": str(args.student_recipe or args.student), "threads": threads,
               **extra,
               "definition": "speedup_b_over_a = teacher p50 / student p50 (B = student), paired bootstrap 95% CI",

@@ -507,3 +507,33 @@ def test_vs_optimum_times_every_compact_form_against_one_graph(tmp_path):
     w, mlp, t, proj = 32, 64, 17, 16
     image = 2 * 16 * 3 * 8 * 8 * w + 2 * 2 * (4 * w * w * t + 2 * w * mlp * t + 2 * t * t * w) + 2 * w * proj
     assert hf_flops(hf, 9)["image"] == image
+
+
+def test_teacher_vs_student_times_int8_text_against_fp32_at_each_length(bundles, tiny_folder, tmp_path):
+    """--text-lengths: the student's int8 text tower against its fp32 one, one row per token length, on the
+    synthetic ids of exactly that length (the fp32 and int8 towers must agree on them)."""
+    pytest.importorskip("onnxruntime")
+    from bench.compare import side_callable
+    from bench.inputs import InputConfig
+    from bench.teacher_vs_student import int8_text_by_length, main
+    from compact.quantize.run import QuantizeConfig, run_quantize
+
+    cfg = QuantizeConfig(runtime="onnxruntime", methods=("ort_dynamic_int8",), towers=("text",), eval_data=None,
+                         timing_iters=5, calib_images=8, calib_texts_per_lang=4, force=True)
+    run_quantize(str(tiny_folder), cfg, tmp_path / "q")
+    fp32, int8 = bundles("onnx"), tmp_path / "q" / "bundle"
+    rows = int8_text_by_length(fp32, int8, "onnxruntime", [5, 12], QUICK, threads=1)
+    assert [r["tokens"] for r in rows] == [5, 12]
+    for r in rows:
+        assert r["fp32_p50_ms"] > 0 and r["int8_p50_ms"] > 0
+        assert r["speedup_b_over_a"] == pytest.approx(r["fp32_p50_ms"] / r["int8_p50_ms"], rel=1e-3)
+    outs = {}
+    for side, bundle in (("fp32", fp32), ("int8", int8)):
+        call, close, _ = side_callable(bundle, "onnxruntime", "text", 1, InputConfig(source="synthetic", seq=12), 1)
+        outs[side] = np.asarray(call()).reshape(1, -1)
+        close()
+    assert outs["fp32"].shape == outs["int8"].shape
+    cos = float((outs["fp32"] * outs["int8"]).sum() / np.linalg.norm(outs["fp32"]) / np.linalg.norm(outs["int8"]))
+    assert cos > 0.98
+    with pytest.raises(SystemExit):
+        main(["--student-recipe", "recipes/distill-cpu-fast.yaml", "--text-lengths", "8"])  # needs --quantize
