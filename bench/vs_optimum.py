@@ -7,11 +7,13 @@ graph for both towers), timed side by side in one process (`bench.harness.compar
     python -m bench.vs_optimum --threads 1 --batch 1
     python -m bench.vs_optimum --compact onnx --compact openvino-bf16
 
-compact's side is timed in each deploy form asked for (default: all three), every one against the same Optimum
+compact's side is timed in each deploy form asked for (default: all four), every one against the same Optimum
 graph in its own alternating run:
 - `onnx`: `compact export onnx --optimize`, fp32, the two towers through `compact_bundle.Bundle`-style sessions;
 - `openvino`: `compact export openvino`, fp32 (INFERENCE_PRECISION_HINT=f32);
-- `openvino-bf16`: the same IR run in bf16 (what `compact quantize --method openvino_bf16` ships; OpenVINO's own
+- `openvino-fixed`: `compact export openvino --fixed-batch B`, fp32, one export per timed batch B (text length
+  stays dynamic): the form for an app that always embeds B items; Optimum's graph stays dynamic;
+- `openvino-bf16`: the dynamic IR run in bf16 (what `compact quantize --method openvino_bf16` ships; OpenVINO's own
   default on CPUs with AVX512-BF16/AMX). Its parity against Optimum's fp32 output is reported beside the ratio.
 The fp32 floor: the model's matmul/conv FLOPs (torch's FlopCounterMode on the same HF model, same token count)
 divided by this machine's fp32 GEMM peak, measured in the same run on onnxruntime's own MatMul (the MLAS kernel
@@ -97,7 +99,8 @@ def _default_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-VARIANTS = ("onnx", "openvino", "openvino-bf16")
+VARIANTS = ("onnx", "openvino", "openvino-fixed", "openvino-bf16")
+FIXED = ("openvino-fixed",)  # variants exported once per batch, with that batch frozen
 
 
 def compact_runners(variant: str, bundle: Path, threads: int) -> dict:
@@ -106,7 +109,7 @@ def compact_runners(variant: str, bundle: Path, threads: int) -> dict:
     from bench.runtimes import RuntimeConfig, get_runtime
     from export.bundle import read_manifest
 
-    rt = get_runtime("onnxruntime" if variant == "onnx" else "openvino")
+    rt = get_runtime("onnxruntime" if variant == "onnx" else "openvino")  # openvino, openvino-fixed, -bf16
     cfg = RuntimeConfig(threads=threads, optimized=True, spin=False,
                         precision_hint="bf16" if variant == "openvino-bf16" else "f32")
     manifest = read_manifest(bundle)
@@ -159,7 +162,7 @@ def hf_flops(hf_folder: Path, tokens: int) -> dict:
     return out
 
 
-def measure(optimum_onnx: Path, bundles: dict[str, Path], hf_folder: Path, batches: list[int], threads: int,
+def measure(optimum_onnx: Path, bundles: dict[str, Path | dict[int, Path]], hf_folder: Path, batches: list[int], threads: int,
             timing: TimingConfig, peak_gflops: float | None = None) -> list[dict]:
     from transformers import CLIPConfig, CLIPTokenizerFast
 
@@ -171,9 +174,11 @@ def measure(optimum_onnx: Path, bundles: dict[str, Path], hf_folder: Path, batch
     opt_inputs = {i.name for i in opt.get_inputs()}
     tokens = int(tok([QUERY], return_tensors="np")["input_ids"].shape[1])
     flops = hf_flops(hf_folder, tokens) if peak_gflops else None
-    runners = {v: compact_runners(v, bundles[v], threads) for v in bundles}
+    # a variant's bundle is one folder, or {batch: folder} for the fixed-batch exports
+    shared = {v: compact_runners(v, p, threads) for v, p in bundles.items() if not isinstance(p, dict)}
     rows = []
     for b in batches:
+        runners = {v: shared[v] if v in shared else compact_runners(v, p[b], threads) for v, p in bundles.items()}
         rng = np.random.default_rng(b)
         px = rng.standard_normal((b, 3, size, size), dtype=np.float32)
         enc = tok([QUERY] * b, return_tensors="np", padding=True)
@@ -232,6 +237,14 @@ def main(argv=None) -> int:
         bundles = {}
         for v in variants:
             target = "onnx" if v == "onnx" else "openvino"
+            if v in FIXED:
+                bundles[v] = {}
+                for b in args.batch or [1, 8]:
+                    folder = tmp / f"{target}-b{b}"
+                    if not folder.exists():
+                        export_model(f"hf:{hf}", target, folder, ExportConfig(fixed_batch=b))
+                    bundles[v][b] = folder
+                continue
             if not (tmp / target).exists():
                 export_model(f"hf:{hf}", target, tmp / target, ExportConfig(optimize=target == "onnx"))
             bundles[v] = tmp / target
@@ -242,6 +255,7 @@ def main(argv=None) -> int:
     result = {"model": str(args.hf_model or "HF CLIPConfig() defaults (ViT-B/32 shape), random init"),
               "threads": threads, "optimum": OPTIMUM_PINS, "goal": "compact_over_optimum <= 0.8",
               "variants": {"onnx": "fp32, ORT-optimised, two sessions", "openvino": "fp32 IR, hint f32",
+                           "openvino-fixed": "fp32 IR exported with --fixed-batch B for each batch B, hint f32",
                            "openvino-bf16": "fp32 IR, INFERENCE_PRECISION_HINT=bf16"},
               "definition": "compact_over_optimum = median(compact image+text) / median(Optimum one graph), "
                             "alternating blocks, paired bootstrap 95% CI",

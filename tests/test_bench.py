@@ -492,6 +492,13 @@ def test_vs_optimum_times_every_compact_form_against_one_graph(tmp_path):
     for target in ("onnx", "openvino"):
         export_model(f"hf:{hf}", target, tmp_path / target, ExportConfig(optimize=target == "onnx"))
     bundles = {v: tmp_path / ("onnx" if v == "onnx" else "openvino") for v in VARIANTS}
+    bundles["openvino-fixed"] = {}
+    for b in (1, 2):  # the fixed-batch form: one export per timed batch, its batch axis frozen
+        export_model(f"hf:{hf}", "openvino", tmp_path / f"ov-b{b}", ExportConfig(fixed_batch=b))
+        bundles["openvino-fixed"][b] = tmp_path / f"ov-b{b}"
+    import openvino as ov
+
+    assert ov.Core().read_model(str(tmp_path / "ov-b2" / "image.xml")).inputs[0].get_partial_shape()[0] == 2
     rows = measure(one, bundles, hf, [1, 2], 1, QUICK, peak_gflops=100.0)
     assert [(r["batch"], r["compact"]) for r in rows] == [(b, v) for b in (1, 2) for v in VARIANTS]
     for r in rows:
