@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 Z95 = 1.959963984540054
 
 
-def load_onnxruntime(path, threads):
+def load_onnxruntime(path, threads, entry=None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -38,11 +38,13 @@ def load_onnxruntime(path, threads):
     return lambda feeds: sess.run(None, {k: v for k, v in feeds.items() if k in names})[0], ort.__version__
 
 
-def load_openvino(path, threads):
+def load_openvino(path, threads, entry=None):
     import openvino as ov
 
     core = ov.Core()
-    cfg = {"INFERENCE_PRECISION_HINT": "f32"}
+    # the precision the bundle ships with (`compact quantize` records bf16 for openvino_bf16 / nncf_openvino_bf16);
+    # f32 otherwise, since this CPU plugin would pick bf16 on its own where the CPU has it
+    cfg = {"INFERENCE_PRECISION_HINT": (entry or {}).get("inference_precision", "f32")}
     if threads:
         cfg["INFERENCE_NUM_THREADS"] = threads
     compiled = core.compile_model(core.read_model(path), "CPU", cfg)
@@ -153,7 +155,7 @@ def main(argv=None):
         entry = next(f for f in manifest["files"] if f["tower"] == tower and f["path"].endswith(exts))
         precision = entry.get("precision", precision)
         t0 = time.perf_counter()
-        run, version = load(os.path.join(HERE, entry["path"]), args.threads)
+        run, version = load(os.path.join(HERE, entry["path"]), args.threads, entry)
         load_s = time.perf_counter() - t0
         batches, first_ms = [], None
         for item in (e for e in index if e["tower"] == tower):

@@ -544,3 +544,40 @@ def test_teacher_vs_student_times_int8_text_against_fp32_at_each_length(bundles,
     assert cos > 0.98
     with pytest.raises(SystemExit):
         main(["--student-recipe", "recipes/distill-cpu-fast.yaml", "--text-lengths", "8"])  # needs --quantize
+
+
+def test_openvino_runners_run_a_bundle_in_the_precision_its_manifest_records(bundles, tmp_path):
+    """`compact quantize` writes inference_precision=bf16 for its bf16 OpenVINO methods: `compact bench` and the
+    device runner must time the file in bf16 (not silently in f32); an explicit hint still overrides."""
+    ov = pytest.importorskip("openvino")
+    import shutil
+
+    from bench.device_runner import load_openvino
+    from bench.runtimes import RuntimeConfig
+    from export.bundle import read_manifest
+
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no bf16: OpenVINO runs f32 whatever the hint")
+    b = tmp_path / "ov-bf16"
+    shutil.copytree(bundles("openvino"), b)
+    manifest = json.loads((b / "manifest.json").read_text())
+    for f in manifest["files"]:
+        if f["tower"] == "image":
+            f["inference_precision"] = "bf16"
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    rt = get_runtime("openvino")
+    manifest = read_manifest(b)
+
+    def hint(cfg, tower="image"):
+        return rt.load(b, manifest, tower, cfg).compiled.get_property("INFERENCE_PRECISION_HINT")
+
+    assert hint(RuntimeConfig(threads=1)) == ov.Type.bf16
+    assert hint(RuntimeConfig(threads=1), "text") == ov.Type.f32
+    assert hint(RuntimeConfig(threads=1, precision_hint="f32")) == ov.Type.f32
+    entry = next(f for f in manifest["files"] if f["tower"] == "image" and f["path"].endswith(".xml"))
+    run16, _ = load_openvino(str(b / entry["path"]), 1, entry)
+    run32, _ = load_openvino(str(b / entry["path"]), 1, {})
+    x = {"pixel_values": np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)}
+    y16, y32 = np.array(run16(x)).ravel(), np.array(run32(x)).ravel()
+    cos = float(y16 @ y32 / np.linalg.norm(y16) / np.linalg.norm(y32))
+    assert 0.99 < cos and not np.allclose(y16, y32, rtol=0, atol=1e-7)  # bf16 rounding, yet the same embedding

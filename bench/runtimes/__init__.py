@@ -36,7 +36,9 @@ Feeds = dict[str, np.ndarray]
 class RuntimeConfig:
     threads: Optional[int] = None  # intra-op threads (torch.set_num_threads, ORT intra_op, OV INFERENCE_NUM_THREADS)
     model: Any = None  # torch runtimes: a DualEncoder or model spec to use instead of manifest["source"]["model"]
-    precision_hint: str = "f32"  # openvino: INFERENCE_PRECISION_HINT (this CPU would pick bf16 by default)
+    # openvino: INFERENCE_PRECISION_HINT; None: what the bundle's manifest records for the file (`compact quantize`
+    # writes bf16 for its bf16 methods), else f32 (this CPU would pick bf16 on its own)
+    precision_hint: Optional[str] = None
     optimized: bool = False  # onnxruntime: run the bundle's ORT-optimised graphs (`export --optimize`) where present
     spin: bool = True  # onnxruntime: intra-op threads spin-wait between calls (ORT's default); False as shipped
 

@@ -1,7 +1,8 @@
 """OpenVINO on the CPU plugin: reads OpenVINO IR bundles, and ONNX bundles (OpenVINO reads ONNX directly).
 
-`INFERENCE_PRECISION_HINT` defaults to f32 (this CPU would run bf16 otherwise, which is a precision choice,
-not the export's), `INFERENCE_NUM_THREADS` pins the threads.
+`INFERENCE_PRECISION_HINT` is what the manifest records for the file (bf16 where `compact quantize` chose a bf16
+method), else f32 (this CPU would run bf16 otherwise, which is a precision choice, not the export's);
+`INFERENCE_NUM_THREADS` pins the threads.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ class OpenVino(BenchRuntime):
         import openvino as ov
 
         core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": cfg.precision_hint}
+        entry = self.entry(manifest, tower)
+        config = {"INFERENCE_PRECISION_HINT": cfg.precision_hint or entry.get("inference_precision", "f32")}
         if cfg.threads:
             config["INFERENCE_NUM_THREADS"] = cfg.threads
-        compiled = core.compile_model(core.read_model(str(bundle / self.entry(manifest, tower)["path"])), "CPU", config)
+        compiled = core.compile_model(core.read_model(str(bundle / entry["path"])), "CPU", config)
         return OvHandle(compiled, compiled.create_infer_request(), {p.get_any_name() for p in compiled.inputs})
 
     def prepare(self, handle: OvHandle, feeds: Feeds) -> dict:
