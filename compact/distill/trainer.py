@@ -34,6 +34,7 @@ from compact.models.compact_clip import CompactCLIP, count_parameters
 from compact.models.folder import save_model
 from compact.utils.checkpoint import load_checkpoint, save_checkpoint
 from compact.utils.io import check_output_dir, recover_interrupted
+from compact.utils.amp import train_autocast, training_precision
 from compact.utils.memory import batch_must_fit
 from compact.utils.schedule import warmup_cosine
 
@@ -268,6 +269,7 @@ class Distiller:
             state.update(saved)
             log.info("resuming at stage %d step %d", start_stage, start_step)
         use_bf16 = r.bf16 and _bf16_ok(self.opts.device)
+        state["precision"] = training_precision(self.opts.device, use_bf16)
         global_steps = 0
         for si, stage in enumerate(r.stages):
             if si < start_stage:
@@ -299,7 +301,7 @@ class Distiller:
                 with batch_must_fit(stage.batch_size, f"training stage {stage.name!r}", self.opts.batch_hint or
                                     f"set batch_size: {{smaller}} for stage {stage.name!r} in the recipe (the "
                                     "steps then see fewer samples: raise steps to match)"):
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                    with train_autocast(self.opts.device, use_bf16):
                         loss, parts = runner(batch)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()

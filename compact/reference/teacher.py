@@ -20,6 +20,7 @@ import torch
 
 from compact.data.reference.dataset import load_split
 from compact.models.preprocess import PreprocessConfig, normalize_uint8
+from compact.utils.amp import train_autocast, training_precision
 from compact.utils.checkpoint import load_checkpoint, save_checkpoint
 from compact.utils.io import atomic_dir
 from compact.utils.schedule import warmup_cosine
@@ -242,7 +243,7 @@ def train_teacher(data_dir: Path, out: Path, cfg: TeacherTrainConfig, work_dir: 
         g = torch.Generator().manual_seed(cfg.seed * 7_919 + step)
         use_names = step < int(total * cfg.name_phase_frac) or torch.rand(1, generator=g).item() < cfg.name_batch_frac
         batch_text = (names if use_names else texts)[idx]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        with train_autocast("cpu", use_bf16):
             img_f, txt_f, scale = model(normalize_uint8(pixels_u8[idx], pre), batch_text)[:3]
         loss = _multi_positive_clip_loss(img_f.float(), txt_f.float(), scale.float(), batch_text)
         opt.zero_grad(set_to_none=True)
@@ -273,7 +274,7 @@ def train_teacher(data_dir: Path, out: Path, cfg: TeacherTrainConfig, work_dir: 
     model.eval()
     info = {"train_seconds": round(elapsed, 1), "steps": step, "max_steps": total, "samples_seen": step * cfg.batch_size,
             "train_images": len(records), "loss_curve": curve, "val_zero_shot_en": val_curve,
-            "reached_target": reached, "bf16": use_bf16, "config": asdict(cfg),
+            "reached_target": reached, **training_precision("cpu", use_bf16), "config": asdict(cfg),
             "parameters": {"image": sum(p.numel() for p in model.visual.parameters()),
                            "total": sum(p.numel() for p in model.parameters())}}
     info["parameters"]["text"] = info["parameters"]["total"] - info["parameters"]["image"]
