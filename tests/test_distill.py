@@ -399,17 +399,17 @@ def test_cli_cache_and_recipes(quick_reference, tmp_path):
 
 def test_bf16_autocast_only_where_it_is_measured_faster(monkeypatch):
     """oneDNN emulates bf16 on AVX-512 CPUs without native support (slower than fp32): the probe must say no."""
-    import compact.reference.teacher as teacher
+    import compact.utils.amp as amp
 
-    probe = teacher.bf16_speedup
+    probe = amp.bf16_speedup
     assert probe(rows=256, width=32) > 0
-    monkeypatch.setattr(teacher, "_BF16_PAYS", None)
-    monkeypatch.setattr(teacher, "bf16_speedup", lambda: 0.4)
-    assert teacher.cpu_has_bf16() is False
-    monkeypatch.setattr(teacher, "_BF16_PAYS", None)
-    monkeypatch.setattr(teacher, "bf16_speedup", lambda: 3.0)
+    monkeypatch.setattr(amp, "_BF16_PAYS", None)
+    monkeypatch.setattr(amp, "bf16_speedup", lambda: 0.4)
+    assert amp.cpu_has_bf16() is False
+    monkeypatch.setattr(amp, "_BF16_PAYS", None)
+    monkeypatch.setattr(amp, "bf16_speedup", lambda: 3.0)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
-    assert teacher.cpu_has_bf16() is True
+    assert amp.cpu_has_bf16() is True
 
 
 def test_architecture_only_drops_the_pretrained_tag():

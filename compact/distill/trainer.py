@@ -32,9 +32,9 @@ from compact.distill.tokenizers import TokenizerConfig, build_student_tokenizer
 from compact.errors import CompactError, DataError
 from compact.models.compact_clip import CompactCLIP, count_parameters
 from compact.models.folder import save_model
+from compact.utils.amp import bf16_ok, train_autocast, training_precision
 from compact.utils.checkpoint import load_checkpoint, save_checkpoint
 from compact.utils.io import check_output_dir, recover_interrupted
-from compact.utils.amp import train_autocast, training_precision
 from compact.utils.memory import batch_must_fit
 from compact.utils.schedule import warmup_cosine
 
@@ -268,7 +268,7 @@ class Distiller:
             start_stage, start_step, saved = self._restore()
             state.update(saved)
             log.info("resuming at stage %d step %d", start_stage, start_step)
-        use_bf16 = r.bf16 and _bf16_ok(self.opts.device)
+        use_bf16 = r.bf16 and bf16_ok(self.opts.device)
         state["precision"] = training_precision(self.opts.device, use_bf16)
         global_steps = 0
         for si, stage in enumerate(r.stages):
@@ -358,14 +358,6 @@ class Distiller:
 
 class _Stopped(Exception):
     """Raised by `stop_after` (tests): leaves the checkpoint exactly as a kill would."""
-
-
-def _bf16_ok(device: str) -> bool:
-    if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    from compact.reference.teacher import cpu_has_bf16
-
-    return cpu_has_bf16()
 
 
 def _open_data(r: DistillRecipe):

@@ -304,7 +304,7 @@ def machine_facts() -> dict:
 
     import torch
 
-    from compact.reference.teacher import cpu_has_bf16
+    from compact.utils.amp import cpu_has_bf16
 
     gflops = gemm_gflops()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -20,7 +20,7 @@ import torch
 
 from compact.data.reference.dataset import load_split
 from compact.models.preprocess import PreprocessConfig, normalize_uint8
-from compact.utils.amp import train_autocast, training_precision
+from compact.utils.amp import cpu_has_bf16, train_autocast, training_precision
 from compact.utils.checkpoint import load_checkpoint, save_checkpoint
 from compact.utils.io import atomic_dir
 from compact.utils.schedule import warmup_cosine
@@ -94,47 +94,6 @@ def build_model(arch: TeacherArch):
     # The same class open_clip.create_model builds for this config, so the saved local-dir reloads into it.
     model = CLIP(**arch.open_clip_cfg())
     return model, SimpleTokenizer(context_length=arch.context_length)
-
-
-_BF16_PAYS: Optional[bool] = None
-
-
-def cpu_has_bf16() -> bool:
-    """bf16 autocast is used on the CPU only where it is measured to pay: oneDNN also "supports" bf16 on AVX-512
-    CPUs without native bf16 (no avx512_bf16 / AMX), where it is emulated and 2-4x *slower* than fp32. So the
-    first call times one training-sized Linear both ways (~0.1 s) and keeps bf16 only if it is >= 1.3x faster
-    (4x on this project's AMD EPYC with avx512_bf16). Cached for the process."""
-    global _BF16_PAYS
-    if _BF16_PAYS is None:
-        try:
-            supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            supported = False
-        _BF16_PAYS = supported and bf16_speedup() >= 1.3
-        log.info("bf16 autocast on the CPU: %s", "on" if _BF16_PAYS else "off (not faster than fp32 here)")
-    return _BF16_PAYS
-
-
-def bf16_speedup(rows: int = 4096, width: int = 384) -> float:
-    """fp32 time / bf16-autocast time of one Linear(width, 4 * width) forward + backward on `rows` tokens."""
-    import time
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(rows, width, generator=g)
-    lin = torch.nn.Linear(width, 4 * width)
-
-    def once(bf16: bool) -> float:
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            y = lin(x)
-        y.float().sum().backward()
-        return time.perf_counter() - t0
-
-    for bf16 in (False, True):
-        once(bf16)  # oneDNN picks and caches its kernels on the first call
-    fp32 = min(once(False) for _ in range(3))
-    bf16 = min(once(True) for _ in range(3))
-    return fp32 / bf16
 
 
 def _lr_at(step: int, total: int, cfg: TeacherTrainConfig) -> float:

@@ -1,4 +1,4 @@
-"""bf16 autocast for training, with the attention kernel that is fastest under it on this CPU.
+"""bf16 autocast for training: whether it pays on this device, and the attention kernel that is fastest under it.
 
 On the CPU, PyTorch's fused scaled-dot-product attention (the "flash" CPU kernel, its default) is slow in bf16,
 its backward above all: on an Intel Xeon with AMX (2 threads) one reference-teacher training step spent 0.82 s
@@ -19,6 +19,57 @@ from typing import Iterator, Optional
 import torch
 
 log = logging.getLogger(__name__)
+
+_BF16_PAYS: Optional[bool] = None
+
+
+def cpu_has_bf16() -> bool:
+    """bf16 autocast is used on the CPU only where it is measured to pay: oneDNN also "supports" bf16 on AVX-512
+    CPUs without native bf16 (no avx512_bf16 / AMX), where it is emulated and 2-4x *slower* than fp32. So the
+    first call times one training-sized Linear both ways (~0.1 s) and keeps bf16 only if it is >= 1.3x faster
+    (4x on this project's AMD EPYC with avx512_bf16). Cached for the process."""
+    global _BF16_PAYS
+    if _BF16_PAYS is None:
+        try:
+            supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            supported = False
+        _BF16_PAYS = supported and bf16_speedup() >= 1.3
+        log.info("bf16 autocast on the CPU: %s", "on" if _BF16_PAYS else "off (not faster than fp32 here)")
+    return _BF16_PAYS
+
+
+def bf16_speedup(rows: int = 4096, width: int = 384) -> float:
+    """fp32 time / bf16-autocast time of one Linear(width, 4 * width) forward + backward on `rows` tokens."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, width, generator=g)
+    lin = torch.nn.Linear(width, 4 * width)
+
+    def once(bf16: bool) -> float:
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = lin(x)
+        y.float().sum().backward()
+        return time.perf_counter() - t0
+
+    for bf16 in (False, True):
+        once(bf16)  # oneDNN picks and caches its kernels on the first call
+    fp32 = min(once(False) for _ in range(3))
+    bf16 = min(once(True) for _ in range(3))
+    return fp32 / bf16
+
+
+def bf16_ok(device: str) -> bool:
+    """Train in bf16 on `device`: CUDA where the GPU supports it, the CPU where `cpu_has_bf16` measures it faster."""
+    if _kind(device) == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return cpu_has_bf16()
+
+
+def _kind(device: str) -> str:
+    """torch.autocast's device type for a device string ("cpu", "cuda", "cuda:1", ...)."""
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
 
 _CPU_BF16_ATTENTION: dict[str, Optional[str]] = {}  # cached probe result: "math" or None (PyTorch's default)
 MIN_GAIN = 1.2  # the math backend must be at least this much faster to be used
@@ -68,7 +119,7 @@ def train_autocast(device: str, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    kind = _kind(device)
     with torch.autocast(kind, dtype=torch.bfloat16):
         if kind == "cpu" and cpu_bf16_attention() == "math":
             from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -83,5 +134,4 @@ def training_precision(device: str, enabled: bool) -> dict:
     """What `train_autocast(device, enabled)` runs, for training reports."""
     if not enabled:
         return {"bf16": False}
-    kind = "cuda" if str(device).startswith("cuda") else "cpu"
-    return {"bf16": True, "attention": (cpu_bf16_attention() or "default") if kind == "cpu" else "default"}
+    return {"bf16": True, "attention": (cpu_bf16_attention() or "default") if _kind(device) == "cpu" else "default"}
