@@ -444,3 +444,34 @@ def test_cpu_fast_recipe_builds_its_student_at_random_init():
         img = student.encode_image(torch.randn(2, 3, 224, 224))
         txt = student.embed_texts(["a red star", "ein roter Stern", "赤い星"])
     assert img.shape == (2, 512) and txt.shape == (3, 512) and torch.isfinite(txt).all()
+
+
+def test_length_groups_give_the_one_batch_embeddings_and_gradients():
+    """Training encodes a text batch in groups of similar length, each cut to its own longest text: the
+    embeddings and the gradients equal those of the one padded batch, and each group is shorter than the batch."""
+    from compact.distill.trainer import encode_text_by_length
+    from helpers import tiny_compact
+
+    model = tiny_compact().train()
+    texts = ["a", "red star", "ein blauer Kreis links", "x" * 20, "ok", "a green square on a white background",
+             "zz", "one two three", "hi", "the end"]
+    tb = model.tokenize(texts).trimmed()
+    lengths = tb.mask.sum(1)
+    assert int(lengths.max()) > 3 * int(lengths.min())  # a real mix of lengths
+    calls = []
+    orig = model.encode_text
+    model.encode_text = lambda ids, mask: calls.append(ids.shape[1]) or orig(ids, mask)
+
+    def embed_and_grad(groups):
+        model.zero_grad()
+        out = encode_text_by_length(model, tb.ids, tb.mask, groups)
+        (out * torch.linspace(-1, 1, out.shape[1])).sum().backward()
+        return out.detach(), torch.cat([p.grad.flatten() for p in model.text.parameters() if p.grad is not None])
+
+    one, g_one = embed_and_grad(1)
+    four, g_four = embed_and_grad(4)
+    assert torch.allclose(one, four, atol=1e-5)
+    assert torch.nn.functional.cosine_similarity(g_one, g_four, dim=0) > 0.99999
+    assert calls[0] == tb.ids.shape[1] and len(calls) == 5 and min(calls[1:]) < tb.ids.shape[1] / 3
+    with pytest.raises(CompactError, match="length_groups"):
+        tiny_recipe(length_groups=0)

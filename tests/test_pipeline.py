@@ -66,6 +66,10 @@ def test_tiny_run_resumes_after_a_kill(quick_reference, tmp_path):
     zs = res["stages"]["eval"]["zero_shot"]
     assert set(zs) == {"teacher", "student", "student-pruned", "student-int8"}
     assert set(zs["student"]) == {"en", "de", "zh"}
+    # The student is evaluated once, by the eval stage (not also inside distill), and the quantize candidates are
+    # timed for the recipe's seconds.
+    assert json.loads((out / "distill" / "report.json").read_text())["eval"] is None
+    assert json.loads((out / "quantize" / "report.json").read_text())["config"]["timing_seconds"] == 1.0
     bench = json.loads((out / "bench" / "report.json").read_text())
     assert {r["model"] for r in bench["results"]} >= {"teacher", "student-pruned", "student-int8"}
     top = json.loads((out / "report.json").read_text())  # stage timings for scripts (bench/make_run.py)
@@ -113,6 +117,9 @@ def test_bad_recipe_names_the_key_and_line(tmp_path):
         load_pipeline(bad)
     bad.write_text("bench: {batch: [0]}\n")
     with pytest.raises(RecipeError, match="positive"):
+        load_pipeline(bad)
+    bad.write_text("quantize: {timing_seconds: 0}\n")
+    with pytest.raises(RecipeError, match="timing_seconds must be positive"):
         load_pipeline(bad)
 
 

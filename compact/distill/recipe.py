@@ -97,6 +97,11 @@ class DistillRecipe:
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
     seed: int = 0
     bf16: bool = True  # bf16 autocast where the CPU/GPU supports it
+    # Text batches are split into this many groups of similar length, each padded only to its own longest text
+    # (1: one group, padded to the batch's longest). The embeddings are the same either way (causal attention
+    # never sees the padding); multilingual batches mix 15-token English with 140-token byte-level Chinese, so
+    # one group spends most of its compute on padding.
+    length_groups: int = 4
     val_every: int = 250  # steps; 0 = only at the end of each stage
     val_limit: int = 500  # images of the val split used for periodic validation
     checkpoint_every: int = 100
@@ -106,6 +111,8 @@ class DistillRecipe:
             raise CompactError("langs is empty; list the target languages, e.g. [en, de, zh]")
         if not self.stages:
             raise CompactError("the recipe has no stages")
+        if self.length_groups < 1:
+            raise CompactError(f"length_groups must be >= 1, got {self.length_groups}")
 
 
 def load_recipe(path: Union[str, Path]) -> DistillRecipe:

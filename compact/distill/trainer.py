@@ -56,6 +56,8 @@ class DistillOptions:
     threads: int = 0  # 0: torch's default
     stop_after: Optional[int] = None  # testing: stop (as if killed) after this many global steps
     batch_hint: Optional[str] = None  # out-of-memory advice ({smaller}: half the batch); default: the recipe's field
+    evaluate: bool = True  # student and teacher on the test split into report.json (`compact run` evaluates every
+    # model in its own eval stage, so it turns this off instead of evaluating the teacher and student twice)
 
 
 def _dist():
@@ -102,22 +104,39 @@ def _generator(seed: int, stage: int, step: int) -> torch.Generator:
 class StepModule(nn.Module):
     """Student plus the stage's losses; forward(batch) -> loss. One module, so DDP can wrap it."""
 
-    def __init__(self, student: CompactCLIP, losses: nn.ModuleDict, weights: dict[str, float]):
+    def __init__(self, student: CompactCLIP, losses: nn.ModuleDict, weights: dict[str, float],
+                 length_groups: int = 1):
         super().__init__()
         self.student = student
         self.losses = losses
         self.weights = weights
+        self.length_groups = length_groups
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
         s = self.student
         s_img = s.encode_image(batch["pixels"]) if "pixels" in batch else None
-        s_txt = s.encode_text(batch["ids"], batch["mask"]) if "ids" in batch else None
+        s_txt = encode_text_by_length(s, batch["ids"], batch["mask"], self.length_groups) if "ids" in batch else None
         x = LossInputs(s_img=_gather(s_img), s_txt=_gather(s_txt), t_img=batch.get("t_img"),
                        t_txt=batch.get("t_txt"), logit_scale=s.log_logit_scale.exp().clamp(max=100),
                        teacher_scale=batch["teacher_scale"], progress=batch["progress"])
         parts = {name: loss(x) for name, loss in self.losses.items()}
         total = sum(self.weights[n] * v for n, v in parts.items())
         return total, {n: float(v.detach()) for n, v in parts.items()}
+
+
+def encode_text_by_length(model, ids: torch.Tensor, mask: torch.Tensor, groups: int) -> torch.Tensor:
+    """`model.encode_text(ids, mask)`, computed in `groups` groups of similar length, each cut to its own longest
+    text, and put back in the batch's order. Same result as one call for towers that accept any length
+    (`variable_length_text`); other towers, and groups=1, take the one call."""
+    if groups <= 1 or not getattr(model, "variable_length_text", False) or ids.shape[0] < 2 * groups:
+        return model.encode_text(ids, mask)
+    lengths = mask.sum(1)
+    order = torch.argsort(lengths, stable=True)
+    parts = []
+    for idx in order.chunk(groups):
+        n = max(1, int(lengths[idx].max()))
+        parts.append(model.encode_text(ids[idx, :n], mask[idx, :n]))
+    return torch.cat(parts)[torch.argsort(order)]
 
 
 class Distiller:
@@ -226,7 +245,7 @@ class Distiller:
     def _stage_modules(self, stage: StageConfig) -> tuple[StepModule, list[nn.Parameter]]:
         s_dim, t_dim = self.student.embed_dim, self.teacher.embed_dim
         losses = nn.ModuleDict({n: build_loss(n, s_dim, t_dim, stage.loss_params.get(n)) for n in stage.losses})
-        module = StepModule(self.student, losses, dict(stage.losses))
+        module = StepModule(self.student, losses, dict(stage.losses), self.recipe.length_groups)
         towers = {"text": [self.student.text], "vision": [self.student.visual],
                   "align": [self.student.visual, self.student.text]}[stage.name]
         params = [p for t in towers for p in t.parameters()] + list(losses.parameters())
@@ -280,7 +299,7 @@ class Distiller:
             no_decay = [p for p in params if p.ndim < 2]
             opt = torch.optim.AdamW([{"params": decay, "weight_decay": stage.weight_decay},
                                      {"params": no_decay, "weight_decay": 0.0}], lr=stage.lr, betas=(0.9, 0.98),
-                                    eps=1e-6)
+                                    eps=1e-6, fused=True)  # one kernel for all parameters (3x faster on the CPU)
             step = 0
             if si == start_stage and start_step:
                 holder = nn.ModuleDict({"student": self.student, "losses": module.losses})
@@ -428,15 +447,17 @@ def _run_distill(recipe: DistillRecipe, opts: DistillOptions, progress: Optional
         return {"stopped": True}
     if d.rank != 0:
         return {"rank": d.rank}
-    test = _test_data(recipe, d)
-    langs = tuple(recipe.langs)
-    if progress:
-        progress("evaluate", 0, 2, {})
-    student_eval = evaluate(d.student, test, EvalConfig(langs=langs),
-                            teacher=d.teacher if d.teacher.embed_dim == d.student.embed_dim else None)
-    teacher_eval = evaluate(d.teacher, test, EvalConfig(langs=langs))
-    if progress:
-        progress("evaluate", 2, 2, {})
+    student_eval = teacher_eval = None
+    if opts.evaluate:
+        test = _test_data(recipe, d)
+        langs = tuple(recipe.langs)
+        if progress:
+            progress("evaluate", 0, 2, {})
+        student_eval = evaluate(d.student, test, EvalConfig(langs=langs),
+                                teacher=d.teacher if d.teacher.embed_dim == d.student.embed_dim else None)
+        teacher_eval = evaluate(d.teacher, test, EvalConfig(langs=langs))
+        if progress:
+            progress("evaluate", 2, 2, {})
     teacher_params = _tower_params(d.teacher)
     report = {
         "recipe": asdict(recipe),
@@ -445,7 +466,7 @@ def _run_distill(recipe: DistillRecipe, opts: DistillOptions, progress: Optional
                     "tokenizer": d.tok.report},
         "teacher": {"spec": recipe.teacher, "parameters": teacher_params},
         "param_ratio": round(d.student_report["parameters"]["total"] / teacher_params["total"], 4),
-        "eval": {"student": student_eval, "teacher": teacher_eval},
+        "eval": {"student": student_eval, "teacher": teacher_eval} if opts.evaluate else None,
         "loss_curves": state["curves"],
         "val": state["val"],
         "cache": str(opts.cache) if opts.cache else None,

@@ -43,6 +43,12 @@ class QuantizeStageConfig:
     eval_limit: Optional[int] = None  # val images for the per-language gate; None: the whole split (500 in
     # reference-small): at 200 images one image is 0.5 points of a 1-point gate
     force: bool = False  # write even when the gate is breached (the report says so)
+    timing_seconds: float = 1.0  # per candidate and tower, fp32 and int8 side by side (`compact quantize`'s
+    # default is 10): the default student's towers run in about a millisecond, so a second is hundreds of calls
+
+    def __post_init__(self) -> None:
+        if self.timing_seconds <= 0:
+            raise CompactError(f"quantize.timing_seconds must be positive, got {self.timing_seconds}")
 
 
 @dataclass

@@ -155,7 +155,7 @@ class Pipeline:
         if not resume:
             self._fresh(folder)
         opts = DistillOptions(out=folder, cache=cache, resume=resume, overwrite=True,
-                              max_steps=self.r.distill.max_steps)
+                              max_steps=self.r.distill.max_steps, evaluate=False)  # the eval stage evaluates it
         rep = run_distill(recipe, opts, progress=self._bars("distill"))
         return {"parameters": rep.get("parameters"), "resumed": resume}
 
@@ -179,7 +179,7 @@ class Pipeline:
         cfg = QuantizeConfig(runtime=q.runtime, methods=tuple(q.methods) or None, auto=q.auto,
                              eval_data=self.r.eval_data().rsplit(":", 1)[0] + ":val", eval_limit=q.eval_limit,
                              max_drop=q.max_drop, min_cosine=q.min_cosine, force=q.force, overwrite=True,
-                             name="student-int8", timing_seconds=3.0)
+                             name="student-int8", timing_seconds=q.timing_seconds)
         try:
             rep = run_quantize(str(self.student), cfg, folder, progress=self._bars("quantize"))
         except GateError as e:
