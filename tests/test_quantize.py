@@ -519,3 +519,27 @@ def test_a_method_that_crashes_is_a_failed_candidate_not_the_end(tmp_path, monke
     good = [r for r in rep["candidates"] if r["method"] == "ort_dynamic_int8"]
     assert all("error" not in r and r["cosine_mean"] > 0.98 for r in good)
     assert set(rep["choice"].values()) <= {"ort_dynamic_int8", "fp32"}
+
+
+def test_remembering_runner_runs_each_distinct_input_once():
+    """The candidate search's fp32 towers: the same feeds (same bytes, dtype and shape) run once, any change
+    runs again, and the outputs are the runner's own."""
+    from compact.quantize.run import RememberingRunner
+
+    calls = []
+
+    def runner(feeds):
+        calls.append(1)
+        return feeds["x"].astype(np.float32) * 2
+
+    r = RememberingRunner(runner)
+    a = np.arange(12, dtype=np.int64).reshape(3, 4)
+    np.testing.assert_array_equal(r({"x": a}), a * 2)
+    np.testing.assert_array_equal(r({"x": a.copy()}), a * 2)
+    assert len(calls) == 1
+    r({"x": a.reshape(4, 3)})  # same bytes, other shape
+    r({"x": a.astype(np.int32)})  # same values, other dtype
+    b = a.copy()
+    b[2, 3] = 0
+    np.testing.assert_array_equal(r({"x": b}), b * 2)
+    assert len(calls) == 4

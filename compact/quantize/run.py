@@ -10,6 +10,7 @@ A result that breaches `max_drop` (points, any language) or `min_cosine` is repo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -94,6 +95,27 @@ class QuantizeConfig:
             raise CompactError("--qat-steps is for --runtime torch (torchao QAT); drop it or switch the runtime")
         if (self.qat_steps is not None and self.qat_steps <= 0) or self.qat_batch <= 0 or self.qat_lr <= 0:
             raise CompactError("--qat-steps, the QAT batch and the QAT learning rate must be positive")
+
+
+class RememberingRunner:
+    """A runner that keeps its outputs by the bytes of its inputs. During the candidate search every evaluation
+    feeds the tower that is not swapped the same batches as the fp32 evaluation did, so its fp32 outputs are
+    computed once instead of once per candidate."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        self.outputs: dict[str, np.ndarray] = {}
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        h = hashlib.blake2b(digest_size=16)
+        for k in sorted(feeds):
+            v = np.ascontiguousarray(feeds[k])
+            h.update(f"{k}:{v.dtype}:{v.shape}".encode())
+            h.update(v.tobytes())
+        key = h.hexdigest()
+        if key not in self.outputs:
+            self.outputs[key] = self.runner(feeds)
+        return self.outputs[key]
 
 
 class RunnerEncoder(DualEncoder):
@@ -343,11 +365,13 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
 
             eval_data = (open_reference(cfg.eval_data, cfg.eval_limit) if reference_base(cfg.eval_data)
                          else open_eval_data(cfg.eval_data))
-            base_eval = evaluate(RunnerEncoder(base, ctx.fp32_runners), eval_data, EvalConfig())
+        fp32_for_eval = {t: RememberingRunner(r) for t, r in ctx.fp32_runners.items()}
+        if eval_data is not None:
+            base_eval = evaluate(RunnerEncoder(base, fp32_for_eval), eval_data, EvalConfig())
 
         def eval_with(swap: dict[str, Runner]) -> dict:
             """Per-language deltas against fp32 with the towers in `swap` replaced by candidate runners."""
-            runners = dict(ctx.fp32_runners, **swap)
+            runners = dict(fp32_for_eval, **swap)
             return eval_deltas(base_eval, evaluate(RunnerEncoder(base, runners), eval_data, EvalConfig()))
 
         # Without TensorRT here the engines cannot be timed: TensorRT candidates are then ranked by SQNR.
