@@ -280,3 +280,25 @@ def test_latency_target_is_met_by_bisection(monkeypatch):
     assert keep > 0.6  # and not by pruning far past it
     with pytest.raises(CompactError, match="cannot be met"):
         _resolve_keep(m, m, s, PruneConfig(target_latency_ms=0.01), None, ("heads", "mlp", "layers"))
+
+
+def test_recovery_caches_the_teacher_only_when_it_draws_more_than_twice_the_data(quick_reference, tmp_path):
+    """Recovery embeds every training sample once when its steps draw at least twice as many samples as the split
+    holds (compact run's default prune), and the cached targets are the unpruned model's own embeddings."""
+    from compact.distill.cache import OnlineTeacher, TeacherCache
+    from compact.distill.recipe import DistillRecipe
+    from compact.distill.trainer import _open_data
+    from compact.models.teachers import load_teacher
+    from compact.prune.prune import _recovery_cache
+
+    recipe = DistillRecipe(teacher="reference-quick", data="reference-quick", langs=["en", "de"])
+    n = len(_open_data(recipe)[0].images)
+    assert _recovery_cache(recipe, 2 * n - 1, tmp_path, None) is None and not (tmp_path / "teacher-cache").exists()
+    seen = []
+    cache = _recovery_cache(recipe, 2 * n, tmp_path, lambda *a: seen.append(a))
+    assert cache == tmp_path / "teacher-cache" and seen[-1][1] == seen[-1][2]
+    train = _open_data(recipe)[0]
+    online = OnlineTeacher(load_teacher("reference-quick"), train)
+    idx = torch.tensor([0, 7, n - 1])
+    cached = TeacherCache(cache).image(idx)
+    assert torch.nn.functional.cosine_similarity(cached, online.image(idx)).min() > 0.9999

@@ -264,6 +264,22 @@ def _trim_vocab(model, data, langs):
     return list(res.old_ids), t2, {"before": res.vocab_before, "after": res.vocab_after, "langs": list(langs)}
 
 
+def _recovery_cache(recipe, samples: int, work: Path, progress) -> Optional[Path]:
+    """The unpruned model's embeddings of every training image and caption, computed once, when recovery draws at
+    least twice as many samples as the training split holds (the default `compact run`: 25,600 draws from 8,000
+    images); otherwise None and the teacher runs on each batch. Same embeddings either way (the distill cache's
+    test); one cache serves every iteration, as the teacher is always the unpruned model."""
+    from compact.distill.trainer import _open_data, build_recipe_cache
+
+    train, _ = _open_data(recipe)
+    if samples < 2 * len(train.images):
+        return None
+    cache = work / "teacher-cache"
+    build_recipe_cache(recipe, cache, progress=(lambda what, a, b: progress(f"recover {what}", a, b, {}))
+                       if progress else None)
+    return cache
+
+
 def _recover(model_spec, pruned, cfg: PruneConfig, report: dict, progress, steps: int, work: Path,
              it: int) -> object:
     """Distil the pruned model back towards the unpruned one (feature + affinity on image-caption pairs).
@@ -287,11 +303,14 @@ def _recover(model_spec, pruned, cfg: PruneConfig, report: dict, progress, steps
                                                lr=cfg.recover_lr,
                                                losses={"feature_cosine": 1.0, "affinity": 1.0})],
                            val_every=0, seed=cfg.seed, checkpoint_every=max(5, steps // 4))
-    d = Distiller(recipe, DistillOptions(out=done, resume=True, batch_hint="pass --recover-batch {smaller}"),
+    cache = _recovery_cache(recipe, steps * cfg.recover_batch, work, progress)
+    d = Distiller(recipe, DistillOptions(out=done, resume=True, cache=cache,
+                                         batch_hint="pass --recover-batch {smaller}"),
                   progress=(lambda s, a, b, info: progress(f"recover {s}", a, b, info)) if progress else None)
     d.setup()
     state = d.train()
-    rec = {"steps": steps, "loss_curve": state["curves"].get("align", []), "seconds": round(state["seconds"], 1)}
+    rec = {"steps": steps, "loss_curve": state["curves"].get("align", []), "seconds": round(state["seconds"], 1),
+           "teacher": "cached" if cache else "online"}
     save_model(d.student.eval(), done, overwrite=True)
     write_json(record, rec)
     shutil.rmtree(d.work, ignore_errors=True)
