@@ -149,12 +149,12 @@ def test_trim_keeps_every_token_real_multilingual_text():
 
 def test_cache_matches_online_teacher_and_is_checked(quick_reference, tmp_path):
     from compact.distill.cache import CacheConfig, TeacherCache, build_cache, data_fingerprint
-    from compact.distill.trainer import _open_data, _parallel
+    from compact.distill.trainer import open_recipe_data, _parallel
     from compact.models.teachers import load_teacher
 
     r = tiny_recipe()
     teacher = load_teacher(r.teacher)
-    train, _ = _open_data(r)
+    train, _ = open_recipe_data(r)
     par = _parallel(r, train).only(r.langs)
     texts = list(dict.fromkeys(par.en + [c for _, c in train.pairs["en"]]))
     m = build_cache(teacher, train, texts, tmp_path / "cache", CacheConfig(shard_size=1024))
@@ -182,11 +182,11 @@ def test_cache_matches_online_teacher_and_is_checked(quick_reference, tmp_path):
 
 def test_cache_resumes_after_interruption(quick_reference, tmp_path):
     from compact.distill.cache import CacheConfig, build_cache
-    from compact.distill.trainer import _open_data
+    from compact.distill.trainer import open_recipe_data
     from compact.models.teachers import load_teacher
 
     teacher = load_teacher("reference-quick")
-    train, _ = _open_data(tiny_recipe())
+    train, _ = open_recipe_data(tiny_recipe())
     calls = []
 
     def boom(what, done, total):

@@ -287,17 +287,17 @@ def test_recovery_caches_the_teacher_only_when_it_draws_more_than_twice_the_data
     holds (compact run's default prune), and the cached targets are the unpruned model's own embeddings."""
     from compact.distill.cache import OnlineTeacher, TeacherCache
     from compact.distill.recipe import DistillRecipe
-    from compact.distill.trainer import _open_data
+    from compact.distill.trainer import open_recipe_data
     from compact.models.teachers import load_teacher
     from compact.prune.prune import _recovery_cache
 
     recipe = DistillRecipe(teacher="reference-quick", data="reference-quick", langs=["en", "de"])
-    n = len(_open_data(recipe)[0].images)
+    n = len(open_recipe_data(recipe)[0].images)
     assert _recovery_cache(recipe, 2 * n - 1, tmp_path, None) is None and not (tmp_path / "teacher-cache").exists()
     seen = []
     cache = _recovery_cache(recipe, 2 * n, tmp_path, lambda *a: seen.append(a))
     assert cache == tmp_path / "teacher-cache" and seen[-1][1] == seen[-1][2]
-    train = _open_data(recipe)[0]
+    train = open_recipe_data(recipe)[0]
     online = OnlineTeacher(load_teacher("reference-quick"), train)
     idx = torch.tensor([0, 7, n - 1])
     cached = TeacherCache(cache).image(idx)

@@ -269,9 +269,9 @@ def _recovery_cache(recipe, samples: int, work: Path, progress) -> Optional[Path
     least twice as many samples as the training split holds (the default `compact run`: 25,600 draws from 8,000
     images); otherwise None and the teacher runs on each batch. Same embeddings either way (the distill cache's
     test); one cache serves every iteration, as the teacher is always the unpruned model."""
-    from compact.distill.trainer import _open_data, build_recipe_cache
+    from compact.distill.trainer import open_recipe_data, build_recipe_cache
 
-    train, _ = _open_data(recipe)
+    train, _ = open_recipe_data(recipe)
     if samples < 2 * len(train.images):
         return None
     cache = work / "teacher-cache"

@@ -23,7 +23,7 @@ from compact.models.preprocess import PreprocessConfig, normalize_uint8
 from compact.utils.amp import cpu_has_bf16, train_autocast, training_precision
 from compact.utils.checkpoint import load_checkpoint, save_checkpoint
 from compact.utils.io import atomic_dir
-from compact.utils.schedule import warmup_cosine
+from compact.utils.schedule import adamw, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -178,11 +178,7 @@ def train_teacher(data_dir: Path, out: Path, cfg: TeacherTrainConfig, work_dir: 
             for r in records]
     sampler = _BatchSampler(keys, cfg.batch_size, cfg.hard_batch_frac, cfg.seed)
     total = cfg.max_steps
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,
-                            fused=True)  # one kernel for all parameters: 53 -> 16 ms a step on 2 CPU cores
+    opt = adamw(model.parameters(), cfg.lr, cfg.weight_decay)
     work_dir = Path(work_dir or Path(out).parent / f".{Path(out).name}.work")
     ckpt = work_dir / "checkpoint"
     step, curve, val_curve, elapsed = 0, [], [], 0.0
