@@ -23,6 +23,38 @@ def cache_root(tmp_path_factory):
     return root
 
 
+def _shared_reference_root(basetemp):
+    return basetemp / "shared-reference"
+
+
+def _wants_quick_reference(config) -> bool:
+    """Whether the test files this run names (or all of tests/) use the quick_reference fixture."""
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    paths = [Path(a.split("::")[0]) for a in config.args] or [here]
+    files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("test_*.py")) if p.is_dir() else [])]
+    return any("quick_reference" in f.read_text(encoding="utf-8") for f in files)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    """Under xdist, the controller builds the quick reference before it starts the workers, with every core and
+    nothing else running (xdist starts its workers in its own, trylast, sessionstart). Built lazily by one worker
+    instead, it took 300 s of that worker in the suite against 45 s alone: the other worker's ONNX Runtime,
+    OpenVINO and browser tests share the two cores with it. The workers then only link the finished build."""
+    config = session.config
+    if getattr(config, "workerinput", None) is not None or not getattr(config.option, "numprocesses", None):
+        return
+    if config.option.collectonly or not _wants_quick_reference(config):
+        return
+    from compact.reference.build import ReferenceBuildConfig, build_reference
+
+    base = config._tmp_path_factory.getbasetemp()
+    os.environ["COMPACT_CACHE"] = str(base / "controller-cache")  # never the user's cache, as in the workers
+    build_reference(ReferenceBuildConfig(size="quick", cache=_shared_reference_root(base)))
+
+
 @pytest.fixture(scope="session")
 def quick_reference(cache_root, tmp_path_factory):
     """The --quick reference build (data + teacher), built once per session: under xdist once for all workers, in a
@@ -31,7 +63,7 @@ def quick_reference(cache_root, tmp_path_factory):
 
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return build_reference(ReferenceBuildConfig(size="quick"))
-    shared = tmp_path_factory.getbasetemp().parent / "shared-reference"
+    shared = _shared_reference_root(tmp_path_factory.getbasetemp().parent)  # the controller built it (above)
     summary = build_reference(ReferenceBuildConfig(size="quick", cache=shared))
     mine = reference_paths("quick").root
     mine.parent.mkdir(parents=True, exist_ok=True)

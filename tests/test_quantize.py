@@ -179,6 +179,8 @@ def test_bad_inputs(tmp_path):
     r = run(cli, ["quantize", str(tmp_path / "m"), "-o", str(tmp_path / "q"), "--runtime", "torch", "--auto",
                   "--qat-steps", "0"])
     assert r.exit_code != 0 and "must be positive" in r.output
+    r = run(cli, ["quantize", str(tmp_path / "m"), "-o", str(tmp_path / "q"), "--auto", "--timing-seconds", "0"])
+    assert r.exit_code != 0 and "--timing-seconds must be positive, got 0.0" in r.output and "Traceback" not in r.output
     for opset in ("5", "99"):  # torch would silently write 18 for 5; the manifest would have said 5
         r = run(cli, ["quantize", str(tmp_path / "m"), "-o", str(tmp_path / "q"), "--auto", "--opset", opset])
         assert r.exit_code != 0 and f"--opset {opset} is not supported: use 18.." in r.output

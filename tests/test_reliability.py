@@ -419,7 +419,7 @@ def test_quantize_killed_mid_run_leaves_nothing_and_reruns_to_the_same_result(ti
 
     ref, out = tmp_path / "ref", tmp_path / "out"
     cmd = [*CLI, "quantize", str(tiny_folder), "--method", "ort_dynamic_int8", "--eval-data", "", "--force",
-           "--calib-images", "8", "-o"]
+           "--calib-images", "8", "--timing-seconds", "0.5", "-o"]
     subprocess.run([*cmd, str(ref)], check=True, capture_output=True)
     killed_at([*cmd, str(out)], "quantize.candidate:1")  # the image tower's candidate done, the text one not
     assert not out.exists()

@@ -29,6 +29,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--min-cosine", type=float, default=0.99, show_default=True, help="Gate: min mean cosine vs fp32.")
 @click.option("--force", is_flag=True, help="Write the result even if it breaches the gate.")
 @click.option("--threads", type=int, default=None, help="Threads for the runtimes while timing.")
+@click.option("--timing-seconds", type=float, default=10.0, show_default=True,
+              help="Cap on timing each candidate against fp32, per tower (stops earlier once the speed-up's 95% CI "
+                   "is within 2%).")
 @click.option("--qat-steps", type=int, default=None,
               help="torch runtime: QAT recovery steps per tower (torchao_qat_int8); with --auto, also tries QAT.")
 @click.option("--qat-data", default=None, help="Images + captions for QAT (default: the reference train split).")
@@ -45,7 +48,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--list", "list_only", is_flag=True, help="List the methods and exit.")
 @click.option("--overwrite", is_flag=True)
 def quantize(model, out, runtime, methods, auto, towers, calib, calib_images, eval_data, eval_limit, max_drop,
-             min_cosine, force, threads, qat_steps, qat_data, qat_lr, qat_batch, opset, ort_fusion, method_options,
+             min_cosine, force, threads, timing_seconds, qat_steps, qat_data, qat_lr, qat_batch, opset, ort_fusion, method_options,
              list_only, overwrite) -> None:
     """Quantize MODEL for a runtime, gated per tower and per language against fp32.
 
@@ -76,7 +79,8 @@ def quantize(model, out, runtime, methods, auto, towers, calib, calib_images, ev
     cfg = QuantizeConfig(runtime=runtime, methods=tuple(methods) or None, auto=auto,
                          towers=tuple(t.strip() for t in towers.split(",") if t.strip()), calib=calib,
                          calib_images=calib_images, eval_data=eval_data or None, eval_limit=eval_limit,
-                         max_drop=max_drop, min_cosine=min_cosine, force=force, threads=threads, overwrite=overwrite,
+                         max_drop=max_drop, min_cosine=min_cosine, force=force, threads=threads, timing_seconds=timing_seconds,
+                         overwrite=overwrite,
                          qat_steps=qat_steps, qat_data=qat_data, qat_lr=qat_lr, qat_batch=qat_batch, opset=opset,
                          ort_fusion=ort_fusion, method_options=parse_method_options(method_options))
     with stage_bars() as bars:

@@ -4,7 +4,8 @@ the lookup table the latency-aware importance divides by.
 The table holds, per tower and layer, the measured cost of one attention head, one FFN neuron and the whole
 layer: the tower is timed as it is and with half of that layer's heads (or neurons, or the layer) removed,
 in alternating blocks in one process (`bench.harness.compare_callables`), and the time saved is divided by the units
-removed. Timing uses the same ONNX graphs `compact export onnx` writes, on ORT CPU.
+removed. Timing uses the ONNX graphs `compact export onnx` writes, with the batch and text length frozen to the
+timed ones, on ORT CPU.
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ def tower_runner(model, tower: str, cfg: LatencyConfig, folder: Path) -> tuple[C
     from export.towers import prepare, towers
 
     name = TOWER_NAMES[tower]
-    t = next(x for x in towers(prepare(model)) if x.name == name)
+    # Frozen to the timed shapes: the same exporter as `compact export onnx`, without symbolic shapes, which
+    # halve the export time (a latency table exports every layer's variants) and do not change what is timed.
+    seq = min(cfg.text_len, model.cfg.text.context_length)
+    t = next(x for x in towers(prepare(model), fixed_batch=cfg.batch, fixed_seq=seq) if x.name == name)
     path = folder / f"{name}-{id(model)}.onnx"
     export_onnx(t, path)
     sess = ort_session(path, cfg.threads or 0)

@@ -87,6 +87,8 @@ class QuantizeConfig:
             raise CompactError("--max-drop must be >= 0 and --min-cosine in (0, 1]")
         if self.latency_batch <= 0 or self.calib_images <= 0 or self.calib_texts_per_lang <= 0:
             raise CompactError("batch and calibration sizes must be positive")
+        if not self.timing_seconds > 0:
+            raise CompactError(f"--timing-seconds must be positive, got {self.timing_seconds}")
         if self.opset is not None:
             from export.bundle import check_opset
 
