@@ -530,7 +530,7 @@ def test_teacher_vs_student_times_int8_text_against_fp32_at_each_length(bundles,
     run_quantize(str(tiny_folder), cfg, tmp_path / "q")
     fp32, int8 = bundles("onnx"), tmp_path / "q" / "bundle"
     rows = int8_text_by_length(fp32, int8, "onnxruntime", [5, 12], QUICK, threads=1)
-    assert [r["tokens"] for r in rows] == [5, 12]
+    assert [r["tokens"] for r in rows] == [5, 12] and {r["precision"] for r in rows} == {"int8"}
     for r in rows:
         assert r["fp32_p50_ms"] > 0 and r["int8_p50_ms"] > 0
         assert r["speedup_b_over_a"] == pytest.approx(r["fp32_p50_ms"] / r["int8_p50_ms"], rel=1e-3)
