@@ -41,7 +41,7 @@ def _wants_quick_reference(config) -> bool:
 def pytest_sessionstart(session):
     """Under xdist, the controller builds the quick reference before it starts the workers, with every core and
     nothing else running (xdist starts its workers in its own, trylast, sessionstart). Built lazily by one worker
-    instead, it took 300 s of that worker in the suite against 45 s alone: the other worker's ONNX Runtime,
+    instead, it took 300 s of that worker in the suite against 65 s alone: the other worker's ONNX Runtime,
     OpenVINO and browser tests share the two cores with it. The workers then only link the finished build."""
     config = session.config
     if getattr(config, "workerinput", None) is not None or not getattr(config.option, "numprocesses", None):
