@@ -48,8 +48,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--list", "list_only", is_flag=True, help="List the methods and exit.")
 @click.option("--overwrite", is_flag=True)
 def quantize(model, out, runtime, methods, auto, towers, calib, calib_images, eval_data, eval_limit, max_drop,
-             min_cosine, force, threads, timing_seconds, qat_steps, qat_data, qat_lr, qat_batch, opset, ort_fusion, method_options,
-             list_only, overwrite) -> None:
+             min_cosine, force, threads, timing_seconds, qat_steps, qat_data, qat_lr, qat_batch, opset, ort_fusion,
+             method_options, list_only, overwrite) -> None:
     """Quantize MODEL for a runtime, gated per tower and per language against fp32.
 
     \b
@@ -79,8 +79,8 @@ def quantize(model, out, runtime, methods, auto, towers, calib, calib_images, ev
     cfg = QuantizeConfig(runtime=runtime, methods=tuple(methods) or None, auto=auto,
                          towers=tuple(t.strip() for t in towers.split(",") if t.strip()), calib=calib,
                          calib_images=calib_images, eval_data=eval_data or None, eval_limit=eval_limit,
-                         max_drop=max_drop, min_cosine=min_cosine, force=force, threads=threads, timing_seconds=timing_seconds,
-                         overwrite=overwrite,
+                         max_drop=max_drop, min_cosine=min_cosine, force=force, threads=threads,
+                         timing_seconds=timing_seconds, overwrite=overwrite,
                          qat_steps=qat_steps, qat_data=qat_data, qat_lr=qat_lr, qat_batch=qat_batch, opset=opset,
                          ort_fusion=ort_fusion, method_options=parse_method_options(method_options))
     with stage_bars() as bars:
