@@ -302,6 +302,33 @@ def test_optimize_falls_back_to_unfused_attention_when_the_fused_export_fails(tm
         assert f["parity"]["cosine_min"] > 0.99999
 
 
+def test_tower_graphs_write_only_the_graph_asked_for(tmp_path, monkeypatch):
+    """`tower_graphs` (what `compact quantize` asks for): one graph per tower, no files left behind, parity on
+    each, and the optimized graph still built when the fused-attention export fails and no plain graph is kept."""
+    _usable("onnx")
+    import export.targets.onnx as onnx_target
+
+    cfg = ExportConfig(optimize=True, tower_graphs={"image": "optimized", "text": "plain"})
+    manifest = export_model(tiny_compact(), "onnx", tmp_path / "a", cfg)
+    assert [(f["tower"], f["path"], bool(f.get("optimized"))) for f in manifest["files"]] == \
+        [("image", "image.opt.onnx", True), ("text", "text.onnx", False)]
+    assert manifest["files"][0]["fused_attention"] == 1 and manifest["files"][0]["exporter"] == "dynamo"
+    assert all(f["parity"]["cosine_min"] > 0.99999 for f in manifest["files"])
+    assert sorted(p.name for p in (tmp_path / "a").glob("*.onnx")) == ["image.opt.onnx", "text.onnx"]
+
+    def fail(tower, path, opset):
+        raise CompactError(f"the {tower.name} tower could not be exported with fused attention (planted)")
+
+    monkeypatch.setattr(onnx_target, "_export_fused", fail)
+    manifest = export_model(tiny_compact(), "onnx", tmp_path / "b", ExportConfig(tower_graphs={"text": "optimized"}))
+    text = next(f for f in manifest["files"] if f["tower"] == "text")
+    assert text["path"] == "text.opt.onnx" and text["fused_attention"] == 0 and text["exporter"] == "dynamo"
+    assert text["ort_optimizer"]["fused"].get("LayerNormalization", 0) >= 2
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.onnx")) == ["image.onnx", "text.opt.onnx"]
+    with pytest.raises(CompactError, match="tower_graphs"):
+        ExportConfig(tower_graphs={"text": "fused"})
+
+
 def test_ort_optimize_keeps_residual_add_and_layernorm_apart(tmp_path):
     """ORT's optimizer would fuse Add + LayerNormalization into SkipLayerNormalization, whose CPU kernel made the
     student 0.73x as fast; `ort_optimize` turns that fusion off (the default optimizer fuses this graph)."""

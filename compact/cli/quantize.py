@@ -43,13 +43,17 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--ort-fusion/--no-ort-fusion", default=True, show_default=True,
               help="onnxruntime: start from the graph with ORT's fused Attention/LayerNorm/GELU (fp32 and int8 "
                    "alike; the result then needs onnxruntime). --no-ort-fusion: plain ONNX ops.")
+@click.option("--reduce-range", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="int8 weights with one bit of headroom (onnxruntime reduce_range, NNCF OverflowFix.ENABLE): x86 "
+                   "CPUs without VNNI saturate full-range int8 products. auto: on where this CPU does; pass on for "
+                   "models that will run on such CPUs.")
 @click.option("--method-option", "method_options", multiple=True, metavar="KEY=VALUE",
               help="An option a method reads (repeatable), e.g. nbits=4 or op_types=MatMul,Gemm; --list shows them.")
 @click.option("--list", "list_only", is_flag=True, help="List the methods and exit.")
 @click.option("--overwrite", is_flag=True)
 def quantize(model, out, runtime, methods, auto, towers, calib, calib_images, eval_data, eval_limit, max_drop,
              min_cosine, force, threads, timing_seconds, qat_steps, qat_data, qat_lr, qat_batch, opset, ort_fusion,
-             method_options, list_only, overwrite) -> None:
+             reduce_range, method_options, list_only, overwrite) -> None:
     """Quantize MODEL for a runtime, gated per tower and per language against fp32.
 
     \b
@@ -82,7 +86,8 @@ def quantize(model, out, runtime, methods, auto, towers, calib, calib_images, ev
                          max_drop=max_drop, min_cosine=min_cosine, force=force, threads=threads,
                          timing_seconds=timing_seconds, overwrite=overwrite,
                          qat_steps=qat_steps, qat_data=qat_data, qat_lr=qat_lr, qat_batch=qat_batch, opset=opset,
-                         ort_fusion=ort_fusion, method_options=parse_method_options(method_options))
+                         ort_fusion=ort_fusion, reduce_range=reduce_range,
+                         method_options=parse_method_options(method_options))
     with stage_bars() as bars:
         rep = run_quantize(model, cfg, out, progress=bars.simple)
     _print_report(rep)
@@ -125,4 +130,8 @@ def _print_report(rep: dict) -> None:
                       f"{r['sqnr_db']:.1f}", "-" if drop is None else f"{drop:.1f}",
                       f"{r['latency']['speedup']:.2f}x", "yes" if r["passed"] else "no")
     console.print(table)
+    w = rep.get("int8_weights")
+    if w and rep["runtime"] in ("onnxruntime", "openvino"):
+        console.print(f"int8 weights: {'7-bit (reduce_range)' if w['reduce_range'] else '8-bit'}; {w['why']}",
+                      soft_wrap=True)
     console.print("chosen: " + ", ".join(f"{t}={m}" for t, m in rep["choice"].items()))

@@ -45,10 +45,13 @@ class QuantizeStageConfig:
     force: bool = False  # write even when the gate is breached (the report says so)
     timing_seconds: float = 1.0  # per candidate and tower, fp32 and int8 side by side (`compact quantize`'s
     # default is 10): the default student's towers run in about a millisecond, so a second is hundreds of calls
+    reduce_range: str = "auto"  # 7-bit int8 weights: auto (where this CPU saturates int8, no VNNI) | on | off
 
     def __post_init__(self) -> None:
         if self.timing_seconds <= 0:
             raise CompactError(f"quantize.timing_seconds must be positive, got {self.timing_seconds}")
+        if self.reduce_range not in ("auto", "on", "off"):
+            raise CompactError(f"quantize.reduce_range must be auto, on or off, got {self.reduce_range!r}")
 
 
 @dataclass

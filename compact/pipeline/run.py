@@ -179,7 +179,7 @@ class Pipeline:
         cfg = QuantizeConfig(runtime=q.runtime, methods=tuple(q.methods) or None, auto=q.auto,
                              eval_data=self.r.eval_data().rsplit(":", 1)[0] + ":val", eval_limit=q.eval_limit,
                              max_drop=q.max_drop, min_cosine=q.min_cosine, force=q.force, overwrite=True,
-                             name="student-int8", timing_seconds=q.timing_seconds)
+                             name="student-int8", timing_seconds=q.timing_seconds, reduce_range=q.reduce_range)
         try:
             rep = run_quantize(str(self.student), cfg, folder, progress=self._bars("quantize"))
         except GateError as e:

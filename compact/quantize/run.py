@@ -69,6 +69,9 @@ class QuantizeConfig:
     # onnxruntime: start from the graph with ORT's fused Attention / LayerNorm / GELU (`compact export onnx
     # --optimize`), fp32 and int8 alike; False: the plain ONNX graph any ONNX runtime reads.
     ort_fusion: bool = True
+    # int8 weights with one bit of headroom (onnxruntime reduce_range, NNCF OverflowFix.ENABLE) against the int16
+    # saturation of x86 CPUs without VNNI (compact/quantize/saturation.py); auto: on where this CPU saturates.
+    reduce_range: str = "auto"
 
     @property
     def fused_ort(self) -> bool:
@@ -89,6 +92,9 @@ class QuantizeConfig:
             raise CompactError("batch and calibration sizes must be positive")
         if not self.timing_seconds > 0:
             raise CompactError(f"--timing-seconds must be positive, got {self.timing_seconds}")
+        from compact.quantize.saturation import resolve_reduce_range
+
+        resolve_reduce_range(self.reduce_range)  # a one-line error for a bad value
         if self.opset is not None:
             from export.bundle import check_opset
 
@@ -176,6 +182,17 @@ class QuantContext:
     compiled_fp32: dict[str, Runner] = field(default_factory=dict)  # torch.compile'd fp32 towers, for fair timing
     progress: Optional[Progress] = None
     _held_out: Optional[CalibrationSet] = field(default=None, repr=False)
+    int8_weights: dict = field(default_factory=dict)  # saturation.resolve_reduce_range: {"reduce_range", "why"}
+
+    def __post_init__(self) -> None:
+        from compact.quantize.saturation import resolve_reduce_range
+
+        self.int8_weights = resolve_reduce_range(self.cfg.reduce_range)
+
+    @property
+    def reduce_range(self) -> bool:
+        """int8 weights keep 7 bits (see compact/quantize/saturation.py)."""
+        return bool(self.int8_weights["reduce_range"])
 
     def fp32_entry(self, tower: str) -> dict:
         """The manifest entry of the fp32 graph every method of this runtime starts from (and that fp32 is
@@ -353,8 +370,12 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
         ctx = QuantContext(cfg, base, tws, calib, work, progress=progress)
         if cfg.runtime in BASE_TARGET:
             ctx.fp32_bundle = work / "fp32"
+            # One graph per tower, the one the bundle keeps: ORT-fused for the towers being quantized (with
+            # ort_fusion), plain for the rest.
+            graphs = {t: "optimized" if cfg.fused_ort and t in cfg.towers else "plain" for t in ("image", "text")}
             export_model(base, BASE_TARGET[cfg.runtime], ctx.fp32_bundle, source=source,
-                         cfg=ExportConfig(opset=cfg.opset, optimize=cfg.fused_ort))
+                         cfg=ExportConfig(opset=cfg.opset, optimize=cfg.fused_ort,
+                                          tower_graphs=graphs if cfg.runtime == "onnxruntime" else {}))
         ctx.fp32_runners = _fp32_runners(ctx)
         if progress:
             progress("calibration", 1, 1)
@@ -453,7 +474,7 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
         report = {"runtime": cfg.runtime, "source": source, "config": _jsonable(asdict(cfg)),
                   "calibration": {"images": int(len(calib.pixels)), "langs": calib.langs,
                                   "texts_per_lang": cfg.calib_texts_per_lang, "source": cfg.calib or "reference generator"},
-                  "fp32_eval": base_eval, "candidates": candidates, "skipped": skipped, **final,
+                  "int8_weights": ctx.int8_weights, "fp32_eval": base_eval, "candidates": candidates, "skipped": skipped, **final,
                   "gate": {"max_drop": cfg.max_drop, "min_cosine": cfg.min_cosine, "breaches": breaches},
                   "written": not breaches or cfg.force}
         if breaches and not cfg.force:
@@ -594,7 +615,7 @@ def _write_output(ctx: QuantContext, choice: dict, kept: dict, candidates: list[
                      size_bytes=sum((bundle / n).stat().st_size for n in names),
                      parity={"verified": True, "runtime": ctx.cfg.runtime, "against": "fp32",
                              **{k: row[k] for k in ("cosine_mean", "cosine_worst1pct", "cosine_min", "sqnr_db")}},
-                     **{k: v for k, v in cand.details.items() if k in ("inference_precision",)})
+                     **{k: v for k, v in cand.details.items() if k in ("inference_precision", "reduce_range")})
         entry.pop("companions", None)
         if len(names) > 1:
             entry["companions"] = names[1:]

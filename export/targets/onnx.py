@@ -222,30 +222,40 @@ class OnnxTarget(ExportTarget):
     def export(self, tower: Tower, out: Path, cfg) -> list[Artifact]:
         path = out / f"{tower.name}.onnx"
         opset = cfg.opset or DEFAULT_OPSET
-        info = export_onnx(tower, path, opset)
-        details = {**info, "ops": sum(op_counts(path).values()), "parity_runtime": "onnxruntime CPU"}
-        arts = [Artifact(path.name, tower.name, "fp32", details)]
-        if cfg.optimize:
-            heads, hidden = _attention_shape(tower)
-            if heads:
-                opt = out / f"{tower.name}.opt.onnx"
-                from export.ort_attention import fusable
+        graphs = cfg.tower_graphs.get(tower.name, "both" if cfg.optimize else "plain")
+        heads, hidden = _attention_shape(tower) if graphs != "plain" else (0, 0)
+        if not heads and graphs == "optimized":
+            log.info("the %s tower has no attention for ORT's optimizer; writing its plain graph", tower.name)
+        arts = []
+        info = None
+        if graphs != "optimized" or not heads:
+            info = export_onnx(tower, path, opset)
+            details = {**info, "ops": sum(op_counts(path).values()), "parity_runtime": "onnxruntime CPU"}
+            arts.append(Artifact(path.name, tower.name, "fp32", details))
+        if heads:
+            opt = out / f"{tower.name}.opt.onnx"
+            from export.ort_attention import fusable
 
-                src, opt_info = path, info
-                if fusable(tower.module):
-                    tmp = out / f"{tower.name}.fused.tmp.onnx"
-                    try:
-                        opt_info = export_onnx(tower, tmp, opset, fuse_attention=True)
-                        src = tmp
-                    except CompactError as e:  # keep the optimizer's other fusions on the plain graph
-                        log.warning("%s; the optimised graph keeps unfused attention", e)
-                        opt_info = {**info, "fused_attention": 0, "fused_attention_error": str(e)}
-                fused = ort_optimize(src, opt, tower, heads, hidden)
-                if src != path:
-                    src.unlink()
-                arts.append(Artifact(opt.name, tower.name, "fp32", {**opt_info, "ort_optimizer": fused,
-                                                                      "optimized": True,
-                                                                      "parity_runtime": "onnxruntime CPU"}))
+            src, opt_info = path, info
+            if fusable(tower.module):
+                tmp = out / f"{tower.name}.fused.tmp.onnx"
+                try:
+                    opt_info = export_onnx(tower, tmp, opset, fuse_attention=True)
+                    src = tmp
+                except CompactError as e:  # keep the optimizer's other fusions on the plain graph
+                    log.warning("%s; the optimised graph keeps unfused attention", e)
+                    opt_info = {"fused_attention": 0, "fused_attention_error": str(e)}
+            if src == path and info is None:  # the optimized graph alone: its plain source is a temporary
+                src = out / f"{tower.name}.plain.tmp.onnx"
+                opt_info = {**export_onnx(tower, src, opset), **(opt_info or {})}
+            elif src == path:
+                opt_info = {**info, **(opt_info or {})}
+            fused = ort_optimize(src, opt, tower, heads, hidden)
+            if src != path:
+                src.unlink()
+            arts.append(Artifact(opt.name, tower.name, "fp32", {**opt_info, "ort_optimizer": fused,
+                                                                  "optimized": True,
+                                                                  "parity_runtime": "onnxruntime CPU"}))
         return arts
 
     def runner(self, artifact: Artifact, bundle: Path, cfg) -> Optional[Runner]:

@@ -21,9 +21,13 @@ class NncfOnnx(QuantMethod):
 
         feeds = ctx.calib.feeds(tower)
         model = onnx.load(str(ctx.fp32_file(tower)))
-        q = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds))
+        from compact.quantize.methods.nncf_openvino import advanced_parameters
+
+        q = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds),
+                          advanced_parameters=advanced_parameters(overflow_fix=ctx.reduce_range))
         dst = ctx.work / f"{tower}.{self.name}.onnx"
         onnx.save(q, str(dst))
         run = session_runner(ort_session(dst, ctx.threads()))
         return Candidate(self.name, tower, run, "int8", [dst], {"model_type": "TRANSFORMER",
-                                                                "calibration_batches": len(feeds)})
+                                                                "calibration_batches": len(feeds),
+                                                                "reduce_range": ctx.reduce_range})

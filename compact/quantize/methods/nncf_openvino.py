@@ -3,6 +3,8 @@ convolutional towers), for OpenVINO."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from compact.errors import CompactError
@@ -69,15 +71,17 @@ def quantize_ir(ctx, tower: str, dst) -> dict:
     forced = details.pop("model_type", None)
     convs = sum(op.get_type_name() in CONV_TYPES for op in ov.Core().read_model(str(ctx.fp32_file(tower))).get_ops())
     types = [forced] if forced else (["transformer", "cnn"] if convs >= CONV_TOWER_MIN_CONVS else ["transformer"])
+    fix = ctx.reduce_range  # OverflowFix.ENABLE where int8 saturates (compact/quantize/saturation.py)
+    alpha = details.get("smooth_quant_alpha")
     variants: dict[str, tuple[str, dict]] = {}
     for mt in types:
         if mt == "cnn":
-            variants["cnn"] = (mt, kwargs)
-        elif "smooth_quant_alpha" in ctx.cfg.method_options:
-            variants["given"] = (mt, kwargs)
+            variants["cnn"] = (mt, {**kwargs, "advanced_parameters": advanced_parameters(alpha, fix)})
+        elif alpha is not None:
+            variants["given"] = (mt, {**kwargs, "advanced_parameters": advanced_parameters(alpha, fix)})
         else:
-            variants["nncf_default"] = (mt, kwargs)
-            variants["off"] = (mt, {**kwargs, "advanced_parameters": _smooth_quant(-1.0)})
+            variants["nncf_default"] = (mt, {**kwargs, "advanced_parameters": advanced_parameters(None, fix)})
+            variants["off"] = (mt, {**kwargs, "advanced_parameters": advanced_parameters(-1.0, fix)})
     held = ctx.held_out().feeds(tower) if len(variants) > 1 else []
     ref = np.concatenate([ctx.fp32_runners[tower](f) for f in held]) if held else None
     scores = {}
@@ -105,13 +109,22 @@ def quantize_ir(ctx, tower: str, dst) -> dict:
                                                                             scores.items()}}
     model_type = variants[chosen][0]
     return {"model_type": "TRANSFORMER" if model_type == "transformer" else "default (CNN)",
-            "convolutions": convs, "calibration_batches": len(feeds), **details}
+            "convolutions": convs, "calibration_batches": len(feeds), "reduce_range": fix,
+            "overflow_fix": "ENABLE" if fix else "NNCF default", **details}
 
 
-def _smooth_quant(alpha: float):
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+def advanced_parameters(smooth_quant_alpha: Optional[float] = None, overflow_fix: bool = False):
+    """NNCF's AdvancedQuantizationParameters: SmoothQuant's MatMul alpha (None: NNCF's default for the model type),
+    and OverflowFix.ENABLE (half the int8 range for every weight) where int8 saturates; otherwise NNCF's default."""
+    from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
+                                                       AdvancedSmoothQuantParameters, OverflowFix)
 
-    return AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha))
+    kw = {}
+    if smooth_quant_alpha is not None:
+        kw["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=smooth_quant_alpha)
+    if overflow_fix:
+        kw["overflow_fix"] = OverflowFix.ENABLE
+    return AdvancedQuantizationParameters(**kw)
 
 
 def nncf_options(opts: dict) -> tuple[dict, dict]:
@@ -130,8 +143,7 @@ def nncf_options(opts: dict) -> tuple[dict, dict]:
         except (TypeError, ValueError):
             raise CompactError(f"smooth_quant_alpha must be a number, got {opts['smooth_quant_alpha']!r}; e.g. "
                                "smooth_quant_alpha=0.95, or -1 for off") from None
-        kwargs["advanced_parameters"] = _smooth_quant(alpha)
-        details["smooth_quant_alpha"] = alpha
+        details["smooth_quant_alpha"] = alpha  # quantize_ir turns it into NNCF's advanced parameters
     if "model_type" in opts:
         mt = str(opts["model_type"]).lower()
         if mt not in ("transformer", "cnn"):

@@ -21,7 +21,9 @@ class OrtDynamicInt8(QuantMethod):
 
         src = ctx.fp32_file(tower)
         dst = ctx.work / f"{tower}.{self.name}.onnx"
+        # reduce_range: 7-bit MatMul weights where int8 saturates (saturation.py); QAttention's are always 7-bit
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False,
-                         op_types_to_quantize=list(self.op_types))
+                         op_types_to_quantize=list(self.op_types), reduce_range=ctx.reduce_range)
         run = session_runner(ort_session(dst, ctx.threads()))
-        return Candidate(self.name, tower, run, "int8", [dst], {"op_types": list(self.op_types)})
+        return Candidate(self.name, tower, run, "int8", [dst], {"op_types": list(self.op_types),
+                                                                "reduce_range": ctx.reduce_range})

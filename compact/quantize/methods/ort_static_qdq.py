@@ -14,9 +14,10 @@ from compact.quantize import CONV_TOWER_MIN_CONVS, Candidate, QuantMethod, liste
 
 
 def static_qdq(ctx, tower: str, src: Path, dst: Path, op_types: list[str], activation_type: str,
-               extra_options: dict | None = None) -> int:
-    """`quantize_static` of `src` into `dst` as QDQ, per-channel int8 weights, activations of `activation_type`
-    ("QUInt8" | "QInt8") calibrated (MinMax) on the tower's per-language feeds; returns the number of batches."""
+               extra_options: dict | None = None, reduce_range: bool = False) -> int:
+    """`quantize_static` of `src` into `dst` as QDQ, per-channel int8 weights (7-bit with `reduce_range`),
+    activations of `activation_type` ("QUInt8" | "QInt8") calibrated (MinMax) on the tower's per-language feeds;
+    returns the number of batches."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -32,7 +33,7 @@ def static_qdq(ctx, tower: str, src: Path, dst: Path, op_types: list[str], activ
     quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     op_types_to_quantize=op_types, activation_type=getattr(QuantType, activation_type),
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                    extra_options=extra_options or {})
+                    extra_options=extra_options or {}, reduce_range=reduce_range)
     return len(feeds)
 
 
@@ -62,8 +63,8 @@ class OrtStaticQDQ(QuantMethod):
         convs = sum(n.op_type == "Conv" for n in onnx.load(str(pre), load_external_data=False).graph.node)
         default = self.conv_op_types if convs >= CONV_TOWER_MIN_CONVS else self.op_types
         op_types = listed(ctx.cfg.method_options.get("op_types", default))
-        batches = static_qdq(ctx, tower, pre, dst, op_types, "QUInt8")
+        batches = static_qdq(ctx, tower, pre, dst, op_types, "QUInt8", reduce_range=ctx.reduce_range)
         run = session_runner(ort_session(dst, ctx.threads()))
         return Candidate(self.name, tower, run, "int8", [dst],
                          {"op_types": op_types, "convolutions": convs, "calibration_batches": batches,
-                          "format": "QDQ"})
+                          "format": "QDQ", "reduce_range": ctx.reduce_range})
