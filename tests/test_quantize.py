@@ -562,6 +562,7 @@ def test_int8_saturation_is_detected_from_the_cpu_flags():
     assert resolve_reduce_range("on", {"avx512_vnni": True}, "x86_64") == {"reduce_range": True,
                                                                           "why": "asked (--reduce-range on)"}
     assert resolve_reduce_range("off", avx2, "x86_64")["reduce_range"] is False
+    assert resolve_reduce_range("on", avx2, "x86_64", runtime="tensorrt")["reduce_range"] is None
     with pytest.raises(CompactError, match="--reduce-range must be one of auto, on, off"):
         QuantizeConfig(runtime="onnxruntime", auto=True, reduce_range="yes")
 

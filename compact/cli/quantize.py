@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from compact.cli.progress import console, stage_bars
+from compact.quantize.saturation import SETTINGS
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -43,7 +44,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--ort-fusion/--no-ort-fusion", default=True, show_default=True,
               help="onnxruntime: start from the graph with ORT's fused Attention/LayerNorm/GELU (fp32 and int8 "
                    "alike; the result then needs onnxruntime). --no-ort-fusion: plain ONNX ops.")
-@click.option("--reduce-range", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+@click.option("--reduce-range", type=click.Choice(SETTINGS), default="auto", show_default=True,
               help="int8 weights with one bit of headroom (onnxruntime reduce_range, NNCF OverflowFix.ENABLE): x86 "
                    "CPUs without VNNI saturate full-range int8 products. auto: on where this CPU does; pass on for "
                    "models that will run on such CPUs.")
@@ -131,7 +132,7 @@ def _print_report(rep: dict) -> None:
                       f"{r['latency']['speedup']:.2f}x", "yes" if r["passed"] else "no")
     console.print(table)
     w = rep.get("int8_weights")
-    if w and rep["runtime"] in ("onnxruntime", "openvino"):
+    if w and w["reduce_range"] is not None:  # None: the runtime's methods do not read it
         console.print(f"int8 weights: {'7-bit (reduce_range)' if w['reduce_range'] else '8-bit'}; {w['why']}",
                       soft_wrap=True)
     console.print("chosen: " + ", ".join(f"{t}={m}" for t, m in rep["choice"].items()))

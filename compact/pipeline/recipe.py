@@ -50,8 +50,9 @@ class QuantizeStageConfig:
     def __post_init__(self) -> None:
         if self.timing_seconds <= 0:
             raise CompactError(f"quantize.timing_seconds must be positive, got {self.timing_seconds}")
-        if self.reduce_range not in ("auto", "on", "off"):
-            raise CompactError(f"quantize.reduce_range must be auto, on or off, got {self.reduce_range!r}")
+        from compact.quantize.saturation import check_setting
+
+        check_setting(self.reduce_range)
 
 
 @dataclass

@@ -92,9 +92,9 @@ class QuantizeConfig:
             raise CompactError("batch and calibration sizes must be positive")
         if not self.timing_seconds > 0:
             raise CompactError(f"--timing-seconds must be positive, got {self.timing_seconds}")
-        from compact.quantize.saturation import resolve_reduce_range
+        from compact.quantize.saturation import check_setting
 
-        resolve_reduce_range(self.reduce_range)  # a one-line error for a bad value
+        check_setting(self.reduce_range)
         if self.opset is not None:
             from export.bundle import check_opset
 
@@ -187,7 +187,7 @@ class QuantContext:
     def __post_init__(self) -> None:
         from compact.quantize.saturation import resolve_reduce_range
 
-        self.int8_weights = resolve_reduce_range(self.cfg.reduce_range)
+        self.int8_weights = resolve_reduce_range(self.cfg.reduce_range, runtime=self.cfg.runtime)
 
     @property
     def reduce_range(self) -> bool:
@@ -474,7 +474,8 @@ def run_quantize(model, cfg: QuantizeConfig, out: Path, progress: Optional[Progr
         report = {"runtime": cfg.runtime, "source": source, "config": _jsonable(asdict(cfg)),
                   "calibration": {"images": int(len(calib.pixels)), "langs": calib.langs,
                                   "texts_per_lang": cfg.calib_texts_per_lang, "source": cfg.calib or "reference generator"},
-                  "int8_weights": ctx.int8_weights, "fp32_eval": base_eval, "candidates": candidates, "skipped": skipped, **final,
+                  "int8_weights": ctx.int8_weights, "fp32_eval": base_eval, "candidates": candidates,
+                  "skipped": skipped, **final,
                   "gate": {"max_drop": cfg.max_drop, "min_cosine": cfg.min_cosine, "breaches": breaches},
                   "written": not breaches or cfg.force}
         if breaches and not cfg.force:

@@ -28,6 +28,7 @@ import platform
 from typing import Optional
 
 SETTINGS = ("auto", "on", "off")
+RUNTIMES = ("onnxruntime", "openvino")  # where the methods read it (TensorRT engines and torch do not saturate so)
 X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 
 
@@ -44,13 +45,20 @@ def int8_saturates(flags: Optional[dict] = None, machine: Optional[str] = None) 
     return not any(flags.get(k) for k in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-def resolve_reduce_range(setting: str, flags: Optional[dict] = None, machine: Optional[str] = None) -> dict:
-    """`--reduce-range auto|on|off` -> {"reduce_range": bool, "why": str}, recorded in report.json and in the
-    manifest of every int8 graph."""
+def check_setting(setting: str) -> None:
     if setting not in SETTINGS:
         from compact.errors import CompactError
 
         raise CompactError(f"--reduce-range must be one of {', '.join(SETTINGS)}, got {setting!r}")
+
+
+def resolve_reduce_range(setting: str, flags: Optional[dict] = None, machine: Optional[str] = None,
+                         runtime: str = "onnxruntime") -> dict:
+    """`--reduce-range auto|on|off` -> {"reduce_range": bool, "why": str}, recorded in report.json and in the
+    manifest of every int8 graph."""
+    check_setting(setting)
+    if runtime not in RUNTIMES:
+        return {"reduce_range": None, "why": f"not used on {runtime}"}
     if setting != "auto":
         return {"reduce_range": setting == "on", "why": f"asked (--reduce-range {setting})"}
     if int8_saturates(flags, machine):
