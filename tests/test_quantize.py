@@ -565,6 +565,10 @@ def test_int8_saturation_is_detected_from_the_cpu_flags():
     assert resolve_reduce_range("on", avx2, "x86_64", runtime="tensorrt")["reduce_range"] is None
     with pytest.raises(CompactError, match="--reduce-range must be one of auto, on, off"):
         QuantizeConfig(runtime="onnxruntime", auto=True, reduce_range="yes")
+    from compact.pipeline.recipe import QuantizeStageConfig
+
+    with pytest.raises(CompactError, match="--reduce-range must be one of auto, on, off, got 'yes'"):
+        QuantizeStageConfig(reduce_range="yes")
 
 
 @pytest.mark.parametrize("name", ["ort_dynamic_int8", "ort_static_qdq", "nncf_openvino", "nncf_onnx"])
