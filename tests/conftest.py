@@ -13,6 +13,8 @@ import torch  # noqa: E402
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
 torch.set_num_threads(max(1, CORES // WORKERS))
+if WORKERS > 1:  # and the CLI runs the tests start as child processes (kill/resume, torchrun) get as many
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, CORES // WORKERS)))
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 
 TRAIN_SIZES = {
     "full": TeacherTrainConfig(),
-    "quick": TeacherTrainConfig(max_steps=60, val_every=30, target_val_zero_shot=1.01),
+    # Tests only: batch 128 reads English as well as 256 did here (test split: en zero-shot 16.3 vs 16.2%, t2i R@10
+    # 25% against <= 2.3% in the other languages) in half the time (54 s against 129 s of training on an AVX2-only
+    # 2-core host), and the suite builds it before any test can start.
+    "quick": TeacherTrainConfig(max_steps=60, batch_size=128, val_every=30, target_val_zero_shot=1.01),
     "small": TeacherTrainConfig(max_steps=300, batch_size=128, val_every=100, target_val_zero_shot=1.01),
 }
 
