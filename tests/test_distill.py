@@ -164,8 +164,9 @@ def test_cache_matches_online_teacher_and_is_checked(quick_reference, tmp_path):
     want = teacher.embed_images([train.images.load(int(i)) for i in idx])
     assert torch.allclose(cache.image(idx), want, atol=1e-5)
     # Training with the cache gives the same student as with the online teacher.
-    a = run_distill(r, DistillOptions(out=tmp_path / "online"))
-    b = run_distill(r, DistillOptions(out=tmp_path / "cached", cache=tmp_path / "cache"))
+    # (No test-split evaluation: the weights are compared; test_quick_recipe_trains_a_fifth_size_student checks it.)
+    a = run_distill(r, DistillOptions(out=tmp_path / "online", evaluate=False))
+    b = run_distill(r, DistillOptions(out=tmp_path / "cached", cache=tmp_path / "cache", evaluate=False))
     wa, wb = _weights(tmp_path / "online"), _weights(tmp_path / "cached")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
     assert a["param_ratio"] == b["param_ratio"]
@@ -177,7 +178,8 @@ def test_cache_matches_online_teacher_and_is_checked(quick_reference, tmp_path):
 
     save_model(load_model(tmp_path / "online"), other)  # a different "teacher": the student itself
     with pytest.raises(DataError, match="different teacher"):
-        run_distill(replace(r, teacher=str(other)), DistillOptions(out=tmp_path / "x", cache=tmp_path / "cache"))
+        run_distill(replace(r, teacher=str(other)), DistillOptions(out=tmp_path / "x", cache=tmp_path / "cache",
+                                                                   evaluate=False))
 
 
 def test_cache_resumes_after_interruption(quick_reference, tmp_path):
@@ -214,7 +216,8 @@ def uninterrupted(quick_reference, tmp_path_factory):
     """The kill tests' recipe run once without interruption: (recipe file, its weights)."""
     tmp = tmp_path_factory.mktemp("uninterrupted")
     recipe = _recipe_file(tmp, "[en, de]", KILL_STAGES, checkpoint_every=10)
-    subprocess.run([sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe), "-o", str(tmp / "full")],
+    subprocess.run([sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe), "--no-eval", "-o",
+                    str(tmp / "full")],
                    check=True, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True)
     return recipe, _weights(tmp / "full")
 
@@ -228,7 +231,7 @@ def _assert_same_weights(wa: dict, wb: dict) -> None:
 def test_resume_after_kill9_gives_same_weights(uninterrupted, tmp_path):
     recipe, full = uninterrupted
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    base = [sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe)]
+    base = [sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe), "--no-eval"]
     proc = subprocess.Popen(base + ["-o", str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     state = tmp_path / ".killed.work" / "checkpoint" / "state.json"
@@ -256,7 +259,8 @@ def test_kill_mid_checkpoint_write_keeps_the_previous_one_and_resumes_to_the_sam
 
     recipe, full = uninterrupted
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    base = [sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe), "-o", str(tmp_path / "killed")]
+    base = [sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe), "--no-eval", "-o",
+            str(tmp_path / "killed")]
     killed_at(base, point)
     work = tmp_path / ".killed.work"
     assert not (tmp_path / "killed").exists()
@@ -282,11 +286,15 @@ def test_torchrun_two_ranks_matches_single_process(quick_reference, tmp_path):
   - {name: align, steps: 6, batch_size: 32, losses: {contrastive: 1.0, affinity: 1.0, feature_cosine: 1.0}}""",
                           checkpoint_every=100)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    single = subprocess.run([sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe), "-o",
+    # --no-eval: the weights are compared, not the test split (run_distill's evaluation has its own tests).
+    single = subprocess.run([sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe), "--no-eval", "-o",
                              str(tmp_path / "one")], env=env, capture_output=True, text=True)
     assert single.returncode == 0, single.stderr
+    assert "test split" not in single.stdout and "parameters" in single.stdout
+    assert json.loads((tmp_path / "one" / "report.json").read_text())["eval"] is None
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-                          "-m", "compact.cli.main", "distill", "run", str(recipe), "-o", str(tmp_path / "two")],
+                          "-m", "compact.cli.main", "distill", "run", str(recipe), "--no-eval", "-o",
+                          str(tmp_path / "two")],
                          env=env, capture_output=True, text=True)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     wa, wb = _weights(tmp_path / "one"), _weights(tmp_path / "two")

@@ -87,8 +87,10 @@ def test_latency_table_is_measured_on_ort():
     from compact.prune.latency import LatencyConfig, compare_models, latency_table
 
     m = tiny_compact()
-    lut = latency_table(m, LatencyConfig(batch=4, seconds=0.5))
-    for tower in ("vision", "text"):
+    # One tower: the table's code is the same for both, and each row is an ONNX export (~3 s of CI each).
+    lut = latency_table(m, LatencyConfig(batch=4, seconds=0.2), towers=("text",))
+    assert set(lut["per_unit_ms"]) == {"text"}
+    for tower in ("text",):
         t = lut["per_unit_ms"][tower]
         assert t["tower_ms"] > 0 and len(t["heads"]) == len(t["mlp"]) == len(t["layers"]) == 2
         assert all(v is None or v >= 0 for k in ("heads", "mlp", "layers") for v in t[k])

@@ -61,8 +61,10 @@ def _recipe(recipe: str, teacher, data, tokenizer, langs, seed, parallel, captio
 @click.option("--epochs", type=float, default=None, help="Train every stage for this many passes over its data.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint of an interrupted run.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
+@click.option("--no-eval", "no_eval", is_flag=True,
+              help="Skip the test-split evaluation of student and teacher at the end (`compact eval` runs it later).")
 def run(recipe, out, teacher, data, tokenizer, langs, parallel, captions, translations, cache, seed, max_steps, epochs,
-        resume, overwrite) -> None:
+        resume, overwrite, no_eval) -> None:
     """Train a student with RECIPE (a YAML file or a shipped name, see `compact distill recipes`).
 
     \b
@@ -80,13 +82,15 @@ def run(recipe, out, teacher, data, tokenizer, langs, parallel, captions, transl
     if epochs is not None and epochs <= 0:
         raise CompactError("--epochs must be > 0")
     r = _recipe(recipe, teacher, data, tokenizer, langs, seed, parallel, captions, translations)
-    opts = DistillOptions(out=out, cache=cache, resume=resume, overwrite=overwrite, max_steps=max_steps, epochs=epochs)
+    opts = DistillOptions(out=out, cache=cache, resume=resume, overwrite=overwrite, max_steps=max_steps, epochs=epochs,
+                          evaluate=not no_eval)
     with stage_bars() as bars:
         report = run_distill(r, opts, progress=bars)
-    if "eval" not in report:
+    if "student" not in report:  # a torchrun rank other than 0: rank 0 writes and reports
         return
-    console.print(eval_table(report["eval"]["teacher"], title="teacher, test split"))
-    console.print(eval_table(report["eval"]["student"], title="student, test split"))
+    if report.get("eval"):
+        console.print(eval_table(report["eval"]["teacher"], title="teacher, test split"))
+        console.print(eval_table(report["eval"]["student"], title="student, test split"))
     p, tp = report["student"]["parameters"], report["teacher"]["parameters"]
     console.print(f"student {p['total'] / 1e6:.2f}M parameters (image {p['image'] / 1e6:.2f}M, text "
                   f"{p['text'] / 1e6:.2f}M) = {report['param_ratio']:.3f} of the teacher's {tp['total'] / 1e6:.2f}M")
