@@ -290,7 +290,7 @@ def test_torchrun_two_ranks_matches_single_process(quick_reference, tmp_path):
     single = subprocess.run([sys.executable, "-m", "compact.cli.main", "distill", "run", str(recipe), "--no-eval", "-o",
                              str(tmp_path / "one")], env=env, capture_output=True, text=True)
     assert single.returncode == 0, single.stderr
-    assert "test split" not in single.stdout and "parameters" in single.stdout
+    assert "test split" not in single.stderr and "parameters" in single.stderr  # rich writes to stderr
     assert json.loads((tmp_path / "one" / "report.json").read_text())["eval"] is None
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
                           "-m", "compact.cli.main", "distill", "run", str(recipe), "--no-eval", "-o",
