@@ -26,7 +26,7 @@ teacher: reference-quick
 data: reference-quick
 langs: [en, de, zh]
 distill: {recipe: reference-quick, max_steps: 4}
-prune: {keep: 0.8, recover_steps: 4, calib_limit: 80}
+prune: {keep: 0.8, recover_steps: 4, calib_limit: 80, latency: false}
 quantize: {runtime: onnxruntime, methods: [ort_dynamic_int8], eval_limit: 60, max_drop: 100.0, min_cosine: 0.5}
 export: {targets: [onnx]}
 bench: {runtimes: [onnxruntime], batch: [1], iters: 3}
@@ -69,6 +69,7 @@ def test_tiny_run_resumes_after_a_kill(quick_reference, tmp_path):
     # The student is evaluated once, by the eval stage (not also inside distill), and the quantize candidates are
     # timed for the recipe's seconds.
     assert json.loads((out / "distill" / "report.json").read_text())["eval"] is None
+    assert "latency" not in json.loads((out / "prune" / "report.json").read_text())  # prune.latency: false
     assert json.loads((out / "quantize" / "report.json").read_text())["config"]["timing_seconds"] == 1.0
     bench = json.loads((out / "bench" / "report.json").read_text())
     assert {r["model"] for r in bench["results"]} >= {"teacher", "student-pruned", "student-int8"}

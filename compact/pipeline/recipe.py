@@ -26,6 +26,9 @@ class PruneStageConfig:
     granularity: list[str] = field(default_factory=lambda: ["heads", "mlp", "layers"])
     recover_steps: int = 100
     calib_limit: int = 300
+    # ORT latency and ONNX size of the student before and after pruning, in prune/report.json (four ONNX exports;
+    # the bench stage times the pruned student against the teacher either way)
+    latency: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.keep <= 1:

@@ -167,7 +167,7 @@ class Pipeline:
         data = self.r.data
         cfg = PruneConfig(importance=p.importance, keep_params=p.keep, granularity=tuple(p.granularity),
                           calib=f"{data}:val", calib_limit=p.calib_limit, eval_data=None,
-                          recover_steps=p.recover_steps, seed=self.r.seed)
+                          recover_steps=p.recover_steps, measure_latency=p.latency, seed=self.r.seed)
         rep = run_prune(str(self.out / "distill"), cfg, folder, overwrite=True, progress=self._bars("prune"))
         return {"parameters": rep["parameters"], "flops": rep["flops"]}
 
