@@ -60,7 +60,9 @@ def test_every_target_on_a_compact_model(target, tmp_path):
     _check_bundle(tmp_path / target, manifest)
 
 
-@pytest.mark.parametrize("target", ["onnx", "openvino", "executorch"])
+# Not ExecuTorch: the HF model is converted to CompactCLIP first (asserted below), whose lowering
+# test_every_target_on_a_compact_model[executorch] covers (the .pte lowering alone is ~40 s of CI).
+@pytest.mark.parametrize("target", ["onnx", "openvino"])
 def test_hf_tiny_clip(target, tmp_path):
     _usable(target)
     folder = hf_tiny_clip(tmp_path / "hf")
