@@ -87,3 +87,43 @@ def test_quick_reference_build(quick_reference):
     assert ev["zero_shot"]["en"] > 1 / 36
     non_en = [r["t2i_r10"] for lang, r in ev["retrieval"].items() if lang != "en"]
     assert ev["retrieval"]["en"]["t2i_r10"] > 2 * max(non_en)
+
+
+def test_a_cached_build_is_reused_only_for_its_own_config(tmp_path, monkeypatch, caplog):
+    """The cache is keyed by size and seed: a changed teacher config retrains the teacher on the same data, a changed
+    data config rebuilds both, and an unchanged one reuses everything."""
+    import json
+    import logging
+
+    from compact.data.reference.dataset import DATA_SIZES, ReferenceDataConfig
+    from compact.reference.build import TRAIN_SIZES, ReferenceBuildConfig, build_reference
+    from compact.reference.teacher import TeacherTrainConfig
+
+    monkeypatch.setitem(DATA_SIZES, "tiny", ReferenceDataConfig(n_train=48, n_val=8, n_test=8))
+    monkeypatch.setitem(TRAIN_SIZES, "tiny", TeacherTrainConfig(max_steps=2, batch_size=8, val_every=2,
+                                                                target_val_zero_shot=1.01))
+    # The evaluations are not what this test is about (test_quick_reference_build runs them): counted, not run.
+    evals = []
+    monkeypatch.setattr("compact.reference.teacher._val_zero_shot", lambda *a, **k: 0.0)
+    monkeypatch.setattr("compact.reference.build.evaluate_reference", lambda paths, *a, **k: evals.append(1) or
+                        {"zero_shot": {"en": len(evals)}})
+    cfg = ReferenceBuildConfig(size="tiny", cache=tmp_path)
+    first = build_reference(cfg)
+    teacher = tmp_path / "tiny-seed0" / "teacher"
+    assert first["train_seconds"] > 0 and json.loads((teacher / "training.json").read_text())["steps"] == 2
+    again = build_reference(cfg)
+    assert again["data_seconds"] == again["train_seconds"] == 0.0 and again["eval"] == first["eval"]
+    assert len(evals) == 1  # the teacher's test-split report is reused with it
+
+    monkeypatch.setitem(TRAIN_SIZES, "tiny", TeacherTrainConfig(max_steps=3, batch_size=8, val_every=3,
+                                                                target_val_zero_shot=1.01))
+    with caplog.at_level(logging.INFO, logger="compact.reference.build"):
+        retrained = build_reference(cfg)
+    assert retrained["data_seconds"] == 0.0 and retrained["train_seconds"] > 0
+    assert json.loads((teacher / "training.json").read_text())["steps"] == 3
+    assert "trained with another config" in caplog.text and len(evals) == 2
+
+    monkeypatch.setitem(DATA_SIZES, "tiny", ReferenceDataConfig(n_train=56, n_val=8, n_test=8))
+    rebuilt = build_reference(cfg)
+    assert rebuilt["data_seconds"] > 0 and rebuilt["train_seconds"] > 0
+    assert json.loads((teacher / "training.json").read_text())["train_images"] == 56

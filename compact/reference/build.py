@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from compact.data.reference.dataset import DATA_SIZES, build_reference_data, is_reference_data, \
+from compact.data.reference.dataset import DATA_SIZES, GENERATOR_VERSION, build_reference_data, is_reference_data, \
     reference_eval_data
 from compact.eval.runner import EvalConfig, evaluate
 from compact.reference.teacher import TeacherTrainConfig, train_teacher
@@ -67,7 +68,11 @@ def _build_reference(cfg: ReferenceBuildConfig, paths: ReferencePaths, progress:
     summary: dict = {"size": cfg.size, "seed": cfg.seed, "data": str(paths.data), "teacher": str(paths.teacher)}
 
     t0 = time.perf_counter()
-    if cfg.overwrite or not is_reference_data(paths.data):
+    stale = _stale_data(paths.data, data_cfg)
+    if stale:
+        log.info("rebuilding the reference data in %s: %s", paths.data, stale)
+    data_rebuilt = cfg.overwrite or bool(stale)
+    if data_rebuilt:
         build_reference_data(data_cfg, paths.data, overwrite=True,
                              progress=(lambda s, d, t: progress(s, d, t, {})) if progress else None)
         summary["data_seconds"] = round(time.perf_counter() - t0, 1)
@@ -76,8 +81,11 @@ def _build_reference(cfg: ReferenceBuildConfig, paths: ReferencePaths, progress:
         log.info("reusing reference data in %s", paths.data)
 
     t1 = time.perf_counter()
-    weights = paths.teacher / "open_clip_model.safetensors"
-    if cfg.overwrite or not weights.is_file():
+    stale = "its data was rebuilt" if data_rebuilt else _stale_teacher(paths.teacher, train_cfg)
+    if stale:
+        log.info("training the reference teacher in %s: %s", paths.teacher, stale)
+    trained = cfg.overwrite or bool(stale)
+    if trained:
         train_teacher(paths.data, paths.teacher, train_cfg, overwrite=True,
                       progress=(lambda s, t, info: progress("train teacher", s, t, info)) if progress else None)
         summary["train_seconds"] = round(time.perf_counter() - t1, 1)
@@ -86,13 +94,41 @@ def _build_reference(cfg: ReferenceBuildConfig, paths: ReferencePaths, progress:
         log.info("reusing reference teacher in %s", paths.teacher)
 
     report_path = paths.teacher / "eval_test.json"
-    if cfg.overwrite or summary["train_seconds"] or not report_path.is_file():
+    if trained or not report_path.is_file():
         report = evaluate_reference(paths, "test", progress=progress)
         write_json(report_path, report)
     summary["eval"] = read_json(report_path, "re-run `compact reference build --overwrite`")
     summary["training"] = read_json(paths.teacher / "training.json", "re-run `compact reference build --overwrite`")
     summary["total_seconds"] = round(time.perf_counter() - t0, 1)
     return summary
+
+
+def _as_json(cfg) -> dict:
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+# A cached build is reused only if it was made by this config (and generator): the cache is keyed by size and seed,
+# so a changed size definition or a new compact version must not silently keep an older benchmark or teacher.
+def _stale_data(path: Path, cfg) -> Optional[str]:
+    """Why the data at `path` cannot be reused for `cfg` (None: it can)."""
+    if not is_reference_data(path):
+        return "none built yet"
+    meta = read_json(path / "meta.json", "rebuild it with `compact reference build --overwrite`")
+    if meta.get("generator") != GENERATOR_VERSION:
+        return f"made by generator {meta.get('generator')}, this is {GENERATOR_VERSION}"
+    if meta.get("config") != _as_json(cfg):
+        return "made with another config"
+    return None
+
+
+def _stale_teacher(path: Path, cfg: TeacherTrainConfig) -> Optional[str]:
+    """Why the teacher at `path` cannot be reused for `cfg` (None: it can)."""
+    if not (path / "open_clip_model.safetensors").is_file() or not (path / "training.json").is_file():
+        return "none trained yet"
+    if read_json(path / "training.json", "rebuild it with `compact reference build --overwrite`").get("config") \
+            != _as_json(cfg):
+        return "trained with another config"
+    return None
 
 
 def evaluate_reference(paths: ReferencePaths, split: str = "test", langs=None,
