@@ -115,10 +115,18 @@ def test_a_cached_build_is_reused_only_for_its_own_config(tmp_path, monkeypatch,
     assert again["data_seconds"] == again["train_seconds"] == 0.0 and again["eval"] == first["eval"]
     assert len(evals) == 1  # the teacher's test-split report is reused with it
 
+    # An interrupted training of another config left a checkpoint (here: not even the same model): not resumed.
+    import torch
+
+    from compact.utils.checkpoint import save_checkpoint
+
+    save_checkpoint(teacher.parent / ".teacher.work" / "checkpoint", torch.nn.Linear(2, 2), None, 1,
+                    {"config": {"max_steps": 99}})
     monkeypatch.setitem(TRAIN_SIZES, "tiny", TeacherTrainConfig(max_steps=3, batch_size=8, val_every=3,
                                                                 target_val_zero_shot=1.01))
-    with caplog.at_level(logging.INFO, logger="compact.reference.build"):
+    with caplog.at_level(logging.INFO, logger="compact.reference"):
         retrained = build_reference(cfg)
+    assert "that training had another config" in caplog.text
     assert retrained["data_seconds"] == 0.0 and retrained["train_seconds"] > 0
     assert json.loads((teacher / "training.json").read_text())["steps"] == 3
     assert "trained with another config" in caplog.text and len(evals) == 2
@@ -127,3 +135,38 @@ def test_a_cached_build_is_reused_only_for_its_own_config(tmp_path, monkeypatch,
     rebuilt = build_reference(cfg)
     assert rebuilt["data_seconds"] > 0 and rebuilt["train_seconds"] > 0
     assert json.loads((teacher / "training.json").read_text())["train_images"] == 56
+
+
+def test_teacher_training_resumes_from_a_checkpoint_of_its_own_config(tmp_path, monkeypatch, caplog):
+    """Killed after its step-2 checkpoint, the same build resumes at step 2 (the checkpoint records its config)."""
+    import logging
+
+    import compact.reference.teacher as teacher_mod
+    from compact.data.reference.dataset import DATA_SIZES, ReferenceDataConfig
+    from compact.reference.build import TRAIN_SIZES, ReferenceBuildConfig, build_reference
+    from compact.reference.teacher import TeacherTrainConfig
+
+    monkeypatch.setitem(DATA_SIZES, "tiny", ReferenceDataConfig(n_train=48, n_val=8, n_test=8))
+    monkeypatch.setitem(TRAIN_SIZES, "tiny", TeacherTrainConfig(max_steps=3, batch_size=8, val_every=10,
+                                                                checkpoint_every=2, target_val_zero_shot=1.01))
+    monkeypatch.setattr("compact.reference.teacher._val_zero_shot", lambda *a, **k: 0.0)
+    monkeypatch.setattr("compact.reference.build.evaluate_reference", lambda *a, **k: {"zero_shot": {}})
+
+    class Killed(Exception):
+        pass
+
+    real_save = teacher_mod.save_checkpoint
+
+    def save_then_die(*a, **k):
+        real_save(*a, **k)
+        raise Killed
+
+    monkeypatch.setattr(teacher_mod, "save_checkpoint", save_then_die)
+    cfg = ReferenceBuildConfig(size="tiny", cache=tmp_path)
+    with pytest.raises(Killed):
+        build_reference(cfg)
+    monkeypatch.setattr(teacher_mod, "save_checkpoint", real_save)
+    with caplog.at_level(logging.INFO, logger="compact.reference"):
+        s = build_reference(cfg)
+    assert "resuming reference teacher training at step 2/3" in caplog.text, caplog.text
+    assert s["training"]["steps"] == 3

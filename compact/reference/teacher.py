@@ -182,6 +182,11 @@ def train_teacher(data_dir: Path, out: Path, cfg: TeacherTrainConfig, work_dir: 
     work_dir = Path(work_dir or Path(out).parent / f".{Path(out).name}.work")
     ckpt = work_dir / "checkpoint"
     step, curve, val_curve, elapsed = 0, [], [], 0.0
+    config = json.loads(json.dumps(asdict(cfg)))
+    if (ckpt / "state.json").is_file() and \
+            json.loads((ckpt / "state.json").read_text()).get("extra", {}).get("config") != config:
+        log.info("not resuming from %s: that training had another config; starting over", ckpt)
+        shutil.rmtree(ckpt)
     if (ckpt / "state.json").is_file():
         state = load_checkpoint(ckpt, model, opt)
         step, elapsed = state["step"], state["extra"].get("elapsed", 0.0)
@@ -224,7 +229,7 @@ def train_teacher(data_dir: Path, out: Path, cfg: TeacherTrainConfig, work_dir: 
         if info and progress:
             progress(step, total, info)
         if step % cfg.checkpoint_every == 0 and step < total and not reached:
-            save_checkpoint(ckpt, model, opt, step, {"curve": curve, "val_curve": val_curve,
+            save_checkpoint(ckpt, model, opt, step, {"curve": curve, "val_curve": val_curve, "config": config,
                                                      "elapsed": elapsed + time.perf_counter() - t0})
     elapsed += time.perf_counter() - t0
     model.eval()
