@@ -3,7 +3,6 @@ distilling from the unpruned model, and write a compact model folder with report
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -171,18 +170,10 @@ def _work_folder(out: Path, model, cfg: PruneConfig) -> Path:
     """`.NAME.work` beside the output holds the recovery checkpoints, so a killed prune resumes its recovery where
     it stopped (re-run the same command). It belongs to one model and config, named by a hash of both: anything
     else finds it stale and starts afresh."""
+    from compact.utils.checkpoint import owned_work_folder
     from export.towers import model_hash
 
-    work = out.parent / f".{out.name}.work"
-    key = hashlib.sha256(json.dumps({"model": model_hash(model), "config": asdict(cfg)}, sort_keys=True,
-                                    default=str).encode()).hexdigest()
-    stamp = work / "fingerprint"
-    if work.is_dir() and not (stamp.is_file() and stamp.read_text().strip() == key):
-        log.info("%s belongs to another model or configuration; starting afresh", work)
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(key + "\n")
-    return work
+    return owned_work_folder(out.parent / f".{out.name}.work", {"model": model_hash(model), "config": asdict(cfg)})
 
 
 def _resolve_keep(model, current, scores, cfg: PruneConfig, vocab, gran, fraction: float = 1.0) -> float:

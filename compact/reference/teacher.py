@@ -18,10 +18,10 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from compact.data.reference.dataset import load_split
+from compact.data.reference.dataset import load_split, read_meta
 from compact.models.preprocess import PreprocessConfig, normalize_uint8
 from compact.utils.amp import cpu_has_bf16, train_autocast, training_precision
-from compact.utils.checkpoint import load_checkpoint, save_checkpoint
+from compact.utils.checkpoint import load_checkpoint, owned_work_folder, save_checkpoint
 from compact.utils.io import atomic_dir
 from compact.utils.schedule import adamw, warmup_cosine
 
@@ -179,14 +179,11 @@ def train_teacher(data_dir: Path, out: Path, cfg: TeacherTrainConfig, work_dir: 
     sampler = _BatchSampler(keys, cfg.batch_size, cfg.hard_batch_frac, cfg.seed)
     total = cfg.max_steps
     opt = adamw(model.parameters(), cfg.lr, cfg.weight_decay)
-    work_dir = Path(work_dir or Path(out).parent / f".{Path(out).name}.work")
+    # The checkpoints belong to this data (its content hash) and config: another training's are not resumed.
+    work_dir = owned_work_folder(work_dir or Path(out).parent / f".{Path(out).name}.work",
+                                 {"data": read_meta(data_dir)["content_hash"], "config": asdict(cfg)})
     ckpt = work_dir / "checkpoint"
     step, curve, val_curve, elapsed = 0, [], [], 0.0
-    config = json.loads(json.dumps(asdict(cfg)))
-    if (ckpt / "state.json").is_file() and \
-            json.loads((ckpt / "state.json").read_text()).get("extra", {}).get("config") != config:
-        log.info("not resuming from %s: that training had another config; starting over", ckpt)
-        shutil.rmtree(ckpt)
     if (ckpt / "state.json").is_file():
         state = load_checkpoint(ckpt, model, opt)
         step, elapsed = state["step"], state["extra"].get("elapsed", 0.0)
@@ -229,7 +226,7 @@ def train_teacher(data_dir: Path, out: Path, cfg: TeacherTrainConfig, work_dir: 
         if info and progress:
             progress(step, total, info)
         if step % cfg.checkpoint_every == 0 and step < total and not reached:
-            save_checkpoint(ckpt, model, opt, step, {"curve": curve, "val_curve": val_curve, "config": config,
+            save_checkpoint(ckpt, model, opt, step, {"curve": curve, "val_curve": val_curve,
                                                      "elapsed": elapsed + time.perf_counter() - t0})
     elapsed += time.perf_counter() - t0
     model.eval()

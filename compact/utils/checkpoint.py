@@ -6,7 +6,10 @@ the rest (param groups, step counters that are plain numbers) as JSON so a check
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,6 +23,24 @@ from compact.utils.io import atomic_dir
 MODEL = "model.safetensors"
 OPTIM = "optimizer.safetensors"
 STATE = "state.json"
+FINGERPRINT = "fingerprint"
+
+log = logging.getLogger(__name__)
+
+
+def owned_work_folder(work: Path, key: dict) -> Path:
+    """The work folder of a resumable job (its checkpoints), stamped with a hash of `key` (the model, the config:
+    whatever the checkpoints depend on). A folder left by a job with another key, or with no stamp, is stale and
+    removed, so a re-run never resumes from checkpoints of something else."""
+    work = Path(work)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    stamp = work / FINGERPRINT
+    if work.is_dir() and not (stamp.is_file() and stamp.read_text().strip() == digest):
+        log.info("%s belongs to another model or configuration; starting afresh", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest + "\n")
+    return work
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
