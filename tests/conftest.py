@@ -80,3 +80,51 @@ def _default_teacher_options():
 
     yield
     set_default_options(TeacherOptions())
+
+
+# ---- identical ONNX exports, exported once per session --------------------------------------------------------
+# torch's dynamo ONNX exporter takes 5-12 s per tiny tower on CI's cores, and the suite exports the same seeded tiny
+# models dozens of times (the same tiny_compact() tower 20+ times: 600 of the 890 s the in-process tests spent in
+# it). Its output is byte-identical for identical input (checked), so a repeat is copied from the first export.
+# The key is everything the graph depends on that a test can change: the class and code of every submodule
+# (including methods patched onto instances, as fused attention does) and the module-level functions of the
+# modules that define them, every parameter and buffer, train/eval modes, the example inputs, dynamic axes, opset
+# and translation table. Only successful exports are kept; a patched torch.onnx.export bypasses the cache, and so
+# do big models (hashing costs more than it saves: they are exported once). COMPACT_TEST_EXPORT_CACHE=0 turns it
+# off. Subprocess tests (CLI kill/resume) always export for real.
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_export_cache(tmp_path_factory):
+    if os.environ.get("COMPACT_TEST_EXPORT_CACHE", "1") == "0":
+        yield None
+        return
+    import shutil
+
+    import export.targets.onnx as onnx_target
+    from helpers import export_cache_key
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "onnx-export-cache"  # workers share it
+    root.mkdir(exist_ok=True)
+    real, real_torch_export, stats = onnx_target._dynamo_export, torch.onnx.export, {"hits": 0, "misses": 0}
+
+    def cached(tower, path, opset, table=None):
+        try:
+            key = None if torch.onnx.export is not real_torch_export else export_cache_key(tower, opset, table)
+        except Exception:  # a tensor type that cannot be viewed as bytes (quantized, sparse): export it
+            key = None
+        hit = root / f"{key}.onnx"
+        if key and hit.is_file():
+            stats["hits"] += 1
+            shutil.copyfile(hit, path)
+            return
+        stats["misses"] += 1
+        real(tower, path, opset, table)
+        if key:
+            tmp = root / f".{key}.{os.getpid()}.tmp"
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, hit)
+
+    onnx_target._dynamo_export = cached
+    yield stats
+    onnx_target._dynamo_export = real
+    (root / f"stats-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.json").write_text(str(stats))  # to tune it

@@ -81,3 +81,80 @@ def killed_at(cmd, point: str) -> None:
     r = subprocess.run(cmd, env=dict(os.environ, COMPACT_FAILPOINT=point, OMP_NUM_THREADS="1"), capture_output=True,
                        text=True)
     assert r.returncode == -signal.SIGKILL, f"not killed at {point}: rc {r.returncode}\n{r.stderr[-2000:]}"
+
+
+_CACHE_MAX_PARAMS = 20_000_000
+
+
+def _code_digest(h, fn, seen) -> None:
+    """Hash what `fn` runs (its code, nested code, constants and closure); plain values by repr, others by type."""
+    import types
+
+    if isinstance(fn, (int, float, str, bool, type(None), tuple)):
+        h.update(repr(fn).encode())
+        return
+    if isinstance(fn, (property, staticmethod, classmethod)):
+        fn = getattr(fn, "fget", None) or fn.__func__
+    fn = getattr(fn, "__func__", fn)
+    code = getattr(fn, "__code__", None)
+    if code is None or id(code) in seen:
+        h.update(repr(type(fn)).encode())
+        return
+    seen.add(id(code))
+    stack = [code]
+    while stack:
+        c = stack.pop()
+        h.update(c.co_code)
+        h.update(repr(c.co_names).encode())
+        for k in c.co_consts:
+            if isinstance(k, types.CodeType):
+                stack.append(k)
+            else:  # a frozenset's order depends on the process's hash seed
+                h.update(repr(sorted(map(repr, k)) if isinstance(k, frozenset) else k).encode())
+    for cell in fn.__closure__ or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        _code_digest(h, value, seen)
+
+
+def export_cache_key(tower, opset: int, table=None):
+    """The test session's ONNX export cache key of `tower` (conftest.py says what it covers); None: do not cache."""
+    import hashlib
+    import sys
+
+    import torch
+
+    module = tower.module
+    if sum(p.numel() for p in module.parameters()) > _CACHE_MAX_PARAMS:
+        return None
+    h, seen, modules = hashlib.sha256(), set(), set()
+    h.update(repr((tower.name, tower.input_names, tower.output_name, tower.dynamic, opset)).encode())
+    for name, m in module.named_modules():
+        h.update(f"{name}:{m.training}".encode())
+        for cls in type(m).__mro__:
+            if cls.__module__.startswith("torch.nn") or cls is object:
+                continue
+            h.update(f"{cls.__module__}.{cls.__qualname__}".encode())
+            modules.add(cls.__module__)
+            for attr in sorted(vars(cls)):
+                _code_digest(h, vars(cls)[attr], seen)
+        for attr, value in sorted(vars(m).items()):  # instance attributes: patched methods, flags
+            if not isinstance(value, (torch.nn.Module, torch.Tensor, dict)):
+                h.update(attr.encode())
+                _code_digest(h, value, seen)
+    for mod_name in sorted(modules):  # the helpers and constants of the modules that define them
+        for attr, value in sorted(vars(sys.modules[mod_name]).items()):
+            if getattr(value, "__module__", None) == mod_name or isinstance(value, (int, float, str, bool)):
+                h.update(attr.encode())
+                _code_digest(h, value, seen)
+    tensors = [*module.named_parameters(), *module.named_buffers(), *(("example", x) for x in tower.example)]
+    for name, t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    for op, fn in sorted((table or {}).items(), key=lambda kv: repr(kv[0])):
+        h.update(repr(op).encode())
+        _code_digest(h, fn, seen)
+    return h.hexdigest()

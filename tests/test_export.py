@@ -385,3 +385,36 @@ def test_bundle_sessions_do_not_spin_by_default(tmp_path):
     np.testing.assert_array_equal(quiet.embed_pixels(*px), spinning.embed_pixels(*px))
     np.testing.assert_array_equal(quiet.embed_texts(["a red star", "ein Stern"]),
                                   spinning.embed_texts(["a red star", "ein Stern"]))
+
+
+def test_the_suites_export_cache_key_changes_with_anything_the_graph_depends_on(monkeypatch):
+    """tests/conftest.py serves repeated identical ONNX exports from a cache: its key must change with the weights,
+    the code of any submodule (class or instance-patched, as fused attention does), the inputs and the opset."""
+    from compact.models import compact_clip
+    from export.ort_attention import fused_attention
+    from export.towers import prepare, towers
+    from helpers import export_cache_key
+
+    def image_key(model, opset=20):
+        return export_cache_key(next(t for t in towers(prepare(model)) if t.name == "image"), opset)
+
+    base = image_key(tiny_compact())
+    assert base == image_key(tiny_compact()) and len(base) == 64  # the same seeded model: a hit
+    assert image_key(tiny_compact(seed=1)) != base  # other weights
+    assert image_key(tiny_compact(), opset=18) != base
+    model = tiny_compact()
+    with torch.no_grad():
+        next(model.visual.parameters()).view(-1)[0] += 1e-6
+    assert image_key(model) != base  # one weight nudged
+    model = tiny_compact()
+    with fused_attention(model):
+        assert image_key(model) != base  # forward patched onto the attention instances
+    assert image_key(model) == base  # and restored
+    tower = next(t for t in towers(prepare(tiny_compact())) if t.name == "image")
+    tower.example = tuple(x[:, :, :16] for x in tower.example)
+    assert export_cache_key(tower, 20) != base  # other example shapes
+    monkeypatch.setattr(compact_clip.Attention, "forward", lambda self, x, *a, **k: x)
+    assert image_key(tiny_compact()) != base  # a class's code changed
+    monkeypatch.undo()
+    big = torch.nn.Sequential(torch.nn.Linear(5000, 5000))  # 25M parameters: exported once, never hashed
+    assert export_cache_key(type(tower)("image", big, ("x",), "y", (torch.zeros(1, 5000),)), 20) is None
