@@ -85,7 +85,8 @@ def _default_teacher_options():
 # ---- identical ONNX exports, exported once per session --------------------------------------------------------
 # torch's dynamo ONNX exporter takes 5-12 s per tiny tower on CI's cores, and the suite exports the same seeded tiny
 # models dozens of times (the same tiny_compact() tower 20+ times: 600 of the 890 s the in-process tests spent in
-# it). Its output is byte-identical for identical input (checked), so a repeat is copied from the first export.
+# it). Its output is byte-identical for identical input (checked), so a repeat is copied from the first export;
+# so are whole OpenVINO and ExecuTorch tower exports (with the export config and the target's code).
 # The key is everything the graph depends on that a test can change: the class and code of every submodule
 # (including methods patched onto instances, as fused attention does) and the module-level functions of the
 # modules that define them, every parameter and buffer, train/eval modes, the example inputs, dynamic axes, opset
@@ -125,6 +126,60 @@ def _onnx_export_cache(tmp_path_factory):
             os.replace(tmp, hit)
 
     onnx_target._dynamo_export = cached
+    wrapped = [(cls, cls.export) for cls in _cached_targets()]
+    for cls, real_export in wrapped:
+        cls.export = _cached_target_export(real_export, root, stats)
     yield stats
     onnx_target._dynamo_export = real
+    for cls, real_export in wrapped:
+        cls.export = real_export
     (root / f"stats-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.json").write_text(str(stats))  # to tune it
+
+
+def _cached_targets():
+    """The targets whose whole per-tower export is cached (OpenVINO; ExecuTorch: its lowering of one tiny model
+    takes a minute here). ONNX and TensorRT go through the dynamo cache above and keep their own steps; Core ML
+    keeps the converted program in the process for its parity check, which a copied package would not have."""
+    from export.targets import TARGETS
+
+    return [type(t) for name, t in TARGETS.items() if name not in ("onnx", "tensorrt", "coreml")]
+
+
+def _cached_target_export(real_export, root, stats):
+    """`ExportTarget.export(tower, out, cfg)` served from the cache: the files this call wrote into `out` and the
+    artifacts it returned. The key adds the target, the export config and the code of the target's module."""
+    import dataclasses
+    import json
+    import shutil
+
+    from export.targets import Artifact
+    from helpers import export_cache_key
+
+    def export(self, tower, out, cfg):
+        cls = type(self)
+        try:
+            key = export_cache_key(tower, 0, extra=f"{cls.name}:{cfg!r}", extra_modules=(cls.__module__,))
+        except Exception:  # a tensor type that cannot be viewed as bytes: export it
+            key = None
+        hit = root / f"{cls.name}-{key}"
+        if key and (hit / "artifacts.json").is_file():
+            stats["hits"] += 1
+            for f in sorted((hit / "files").iterdir()):
+                (shutil.copytree if f.is_dir() else shutil.copyfile)(f, out / f.name)
+            return [Artifact(**a) for a in json.loads((hit / "artifacts.json").read_text())]
+        stats["misses"] += 1
+        before = set(out.iterdir())
+        artifacts = real_export(self, tower, out, cfg)
+        if key:
+            tmp = root / f".{cls.name}-{key}.{os.getpid()}.tmp"
+            (tmp / "files").mkdir(parents=True)
+            for f in sorted(set(out.iterdir()) - before):
+                (shutil.copytree if f.is_dir() else shutil.copyfile)(f, tmp / "files" / f.name)
+            try:
+                (tmp / "artifacts.json").write_text(json.dumps([dataclasses.asdict(a) for a in artifacts]))
+                os.replace(tmp, hit)
+            except (TypeError, OSError):  # details that JSON cannot hold, or the other worker stored it first
+                shutil.rmtree(tmp, ignore_errors=True)
+        return artifacts
+
+    return export

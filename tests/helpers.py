@@ -119,8 +119,9 @@ def _code_digest(h, fn, seen) -> None:
         _code_digest(h, value, seen)
 
 
-def export_cache_key(tower, opset: int, table=None):
-    """The test session's ONNX export cache key of `tower` (conftest.py says what it covers); None: do not cache."""
+def export_cache_key(tower, opset: int, table=None, extra: str = "", extra_modules: tuple[str, ...] = ()):
+    """The test session's export cache key of `tower` (conftest.py says what it covers); None: do not cache.
+    `extra` and the code of `extra_modules` (the exporting target's) join the key."""
     import hashlib
     import sys
 
@@ -129,8 +130,8 @@ def export_cache_key(tower, opset: int, table=None):
     module = tower.module
     if sum(p.numel() for p in module.parameters()) > _CACHE_MAX_PARAMS:
         return None
-    h, seen, modules = hashlib.sha256(), set(), set()
-    h.update(repr((tower.name, tower.input_names, tower.output_name, tower.dynamic, opset)).encode())
+    h, seen, modules = hashlib.sha256(), set(), set(extra_modules)
+    h.update(repr((tower.name, tower.input_names, tower.output_name, tower.dynamic, opset, extra)).encode())
     for name, m in module.named_modules():
         h.update(f"{name}:{m.training}".encode())
         for cls in type(m).__mro__:

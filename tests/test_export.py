@@ -402,6 +402,9 @@ def test_the_suites_export_cache_key_changes_with_anything_the_graph_depends_on(
     assert base == image_key(tiny_compact()) and len(base) == 64  # the same seeded model: a hit
     assert image_key(tiny_compact(seed=1)) != base  # other weights
     assert image_key(tiny_compact(), opset=18) != base
+    tower = next(t for t in towers(prepare(tiny_compact())) if t.name == "image")
+    assert export_cache_key(tower, 20, extra="openvino:cfg") != base  # the target and its config
+    assert export_cache_key(tower, 20, extra_modules=("export.targets.openvino",)) != base  # and its code
     model = tiny_compact()
     with torch.no_grad():
         next(model.visual.parameters()).view(-1)[0] += 1e-6
