@@ -87,6 +87,28 @@ def test_tiny_run_resumes_after_a_kill(quick_reference, tmp_path):
     assert [s for s, w in events if w == "run"] == ["bench", "report"]
 
 
+def test_reference_stage_is_keyed_on_what_the_reference_is_built_from(monkeypatch):
+    """A finished run's reference stage is not skipped once the cache it used would be rebuilt (another generator or
+    training config): the stage key carries both, for each built-in reference the recipe names."""
+    from dataclasses import replace
+
+    import compact.reference.build as build
+    from compact.pipeline.run import _hash, reference_stage_config
+
+    r = PipelineRecipe()
+    key = reference_stage_config(r)
+    assert set(key["builds"]) == {"small"} and key["builds"]["small"]["train"]["max_steps"] == 300
+    mixed = PipelineRecipe(teacher="hf:/models/clip", data="reference-quick")
+    assert set(reference_stage_config(mixed)["builds"]) == {"quick"}
+    assert reference_stage_config(PipelineRecipe(teacher="hf:/m", data="/data/folder"))["builds"] == {}
+    monkeypatch.setitem(build.TRAIN_SIZES, "small", replace(build.TRAIN_SIZES["small"], max_steps=301))
+    assert _hash(reference_stage_config(r)) != _hash(key)
+    monkeypatch.undo()
+    assert _hash(reference_stage_config(r)) == _hash(key)
+    monkeypatch.setattr(build, "GENERATOR_VERSION", "another")
+    assert _hash(reference_stage_config(r)) != _hash(key)
+
+
 def test_default_recipe_is_offline_and_reference_based():
     r = PipelineRecipe()
     assert r.teacher.startswith("reference") and r.data.startswith("reference")

@@ -32,6 +32,18 @@ FORMAT_VERSION = 1
 Progress = Callable[[str, int, int, Optional[dict]], None]
 
 
+def reference_stage_config(r: PipelineRecipe) -> dict:
+    """The reference stage's key: the specs, and for each built-in reference they name, what its build is made of.
+    A cache rebuilt for another generator or config then re-runs the stage (and those after it) instead of a
+    finished run folder silently keeping results of the old teacher."""
+    from compact.data.sources.reference import NAMES
+    from compact.reference.build import build_identity
+
+    sizes = sorted({NAMES[s.split(":")[0]] for s in (r.teacher, r.data) if s.split(":")[0] in NAMES})
+    return {"teacher": r.teacher, "data": r.data, "seed": r.seed,
+            "builds": {size: build_identity(size, r.seed) for size in sizes}}
+
+
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -97,7 +109,7 @@ class Pipeline:
         r = self.r
         self.out.mkdir(parents=True, exist_ok=True)
         machine = machine_facts()
-        self._stage("reference", {"teacher": r.teacher, "data": r.data, "seed": r.seed}, (), self._reference)
+        self._stage("reference", reference_stage_config(r), (), self._reference)
         self._stage("distill", {"distill": asdict(r.distill), "teacher": r.teacher, "data": r.data,
                                 "langs": r.langs, "seed": r.seed}, ("reference",), self._distill)
         student = self.out / "distill"

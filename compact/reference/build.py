@@ -103,6 +103,13 @@ def _build_reference(cfg: ReferenceBuildConfig, paths: ReferencePaths, progress:
     return summary
 
 
+def build_identity(size: str, seed: int = 0) -> dict:
+    """What a reference build of `size` is made from (generator version, data and training configs): a cached build
+    is reused only if these match, and `compact run` keys its reference stage on them."""
+    return {"generator": GENERATOR_VERSION, "data": _as_json(replace(DATA_SIZES[size], seed=seed)),
+            "train": _as_json(replace(TRAIN_SIZES[size], seed=seed))}
+
+
 def _as_json(cfg) -> dict:
     return json.loads(json.dumps(asdict(cfg)))
 
