@@ -82,7 +82,7 @@ def _default_teacher_options():
     set_default_options(TeacherOptions())
 
 
-# ---- identical ONNX exports, exported once per session --------------------------------------------------------
+# ---- identical exports, exported once per session ------------------------------------------------------------
 # torch's dynamo ONNX exporter takes 5-12 s per tiny tower on CI's cores, and the suite exports the same seeded tiny
 # models dozens of times (the same tiny_compact() tower 20+ times: 600 of the 890 s the in-process tests spent in
 # it). Its output is byte-identical for identical input (checked), so a repeat is copied from the first export;
@@ -94,7 +94,7 @@ def _default_teacher_options():
 # do big models (hashing costs more than it saves: they are exported once). COMPACT_TEST_EXPORT_CACHE=0 turns it
 # off. Subprocess tests (CLI kill/resume) always export for real.
 @pytest.fixture(scope="session", autouse=True)
-def _onnx_export_cache(tmp_path_factory):
+def _export_cache(tmp_path_factory):
     if os.environ.get("COMPACT_TEST_EXPORT_CACHE", "1") == "0":
         yield None
         return
@@ -104,7 +104,7 @@ def _onnx_export_cache(tmp_path_factory):
     from helpers import export_cache_key
 
     base = tmp_path_factory.getbasetemp()
-    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "onnx-export-cache"  # workers share it
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "export-cache"  # the workers share it
     root.mkdir(exist_ok=True)
     real, real_torch_export, stats = onnx_target._dynamo_export, torch.onnx.export, {"hits": 0, "misses": 0}
 
@@ -133,7 +133,9 @@ def _onnx_export_cache(tmp_path_factory):
     onnx_target._dynamo_export = real
     for cls, real_export in wrapped:
         cls.export = real_export
-    (root / f"stats-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.json").write_text(str(stats))  # to tune it
+    import json  # hits and misses per worker, beside the cache, for whoever tunes it
+
+    (root / f"stats-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.json").write_text(json.dumps(stats))
 
 
 def _cached_targets():
