@@ -36,12 +36,17 @@ def reference_stage_config(r: PipelineRecipe) -> dict:
     """The reference stage's key: the specs, and for each built-in reference they name, what its build is made of.
     A cache rebuilt for another generator or config then re-runs the stage (and those after it) instead of a
     finished run folder silently keeping results of the old teacher."""
-    from compact.data.sources.reference import NAMES
     from compact.reference.build import build_identity
 
-    sizes = sorted({NAMES[s.split(":")[0]] for s in (r.teacher, r.data) if s.split(":")[0] in NAMES})
     return {"teacher": r.teacher, "data": r.data, "seed": r.seed,
-            "builds": {size: build_identity(size, r.seed) for size in sizes}}
+            "builds": {size: build_identity(size, r.seed) for size in reference_sizes(r)}}
+
+
+def reference_sizes(r: PipelineRecipe) -> list[str]:
+    """The built-in reference sizes ("small", "quick", ...) the recipe's teacher and data name."""
+    from compact.data.sources.reference import NAMES
+
+    return sorted({NAMES[s.split(":")[0]] for s in (r.teacher, r.data) if s.split(":")[0] in NAMES})
 
 
 def _hash(obj) -> str:
@@ -135,18 +140,13 @@ class Pipeline:
         return {"out": str(self.out), "stages": self.summary, "skipped": self.skipped, "machine": machine}
 
     def _reference(self, folder: Path) -> dict:
-        from compact.data.sources.reference import NAMES
         from compact.reference.build import ReferenceBuildConfig, build_reference
 
         built = {}
-        for spec in {self.r.teacher, self.r.data}:
-            base = spec.split(":")[0]
-            if base in NAMES and NAMES[base] not in built:
-                s = build_reference(ReferenceBuildConfig(size=NAMES[base], seed=self.r.seed),
-                                    progress=self._bars("reference"))
-                built[NAMES[base]] = {"teacher": s["teacher"], "data": s["data"],
-                                      "train_seconds": s.get("train_seconds"),
-                                      "zero_shot": s.get("eval", {}).get("zero_shot")}
+        for size in reference_sizes(self.r):
+            s = build_reference(ReferenceBuildConfig(size=size, seed=self.r.seed), progress=self._bars("reference"))
+            built[size] = {"teacher": s["teacher"], "data": s["data"], "train_seconds": s.get("train_seconds"),
+                           "zero_shot": s.get("eval", {}).get("zero_shot")}
         folder.mkdir(parents=True, exist_ok=True)
         return {"built": built}
 

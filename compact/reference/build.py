@@ -63,8 +63,7 @@ def build_reference(cfg: ReferenceBuildConfig, progress: Optional[BuildProgress]
 
 
 def _build_reference(cfg: ReferenceBuildConfig, paths: ReferencePaths, progress: Optional[BuildProgress]) -> dict:
-    data_cfg = replace(DATA_SIZES[cfg.size], seed=cfg.seed)
-    train_cfg = replace(TRAIN_SIZES[cfg.size], seed=cfg.seed)
+    data_cfg, train_cfg = _size_configs(cfg.size, cfg.seed)
     summary: dict = {"size": cfg.size, "seed": cfg.seed, "data": str(paths.data), "teacher": str(paths.teacher)}
 
     t0 = time.perf_counter()
@@ -103,11 +102,16 @@ def _build_reference(cfg: ReferenceBuildConfig, paths: ReferencePaths, progress:
     return summary
 
 
+def _size_configs(size: str, seed: int) -> tuple:
+    """The data and teacher-training configs a reference build of `size` and `seed` is made with."""
+    return replace(DATA_SIZES[size], seed=seed), replace(TRAIN_SIZES[size], seed=seed)
+
+
 def build_identity(size: str, seed: int = 0) -> dict:
     """What a reference build of `size` is made from (generator version, data and training configs): a cached build
     is reused only if these match, and `compact run` keys its reference stage on them."""
-    return {"generator": GENERATOR_VERSION, "data": _as_json(replace(DATA_SIZES[size], seed=seed)),
-            "train": _as_json(replace(TRAIN_SIZES[size], seed=seed))}
+    data_cfg, train_cfg = _size_configs(size, seed)
+    return {"generator": GENERATOR_VERSION, "data": _as_json(data_cfg), "train": _as_json(train_cfg)}
 
 
 def _as_json(cfg) -> dict:
